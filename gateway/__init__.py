@@ -1,0 +1,1 @@
+"""Secure edXML document-exchange gateway between the Party, Government and Front networks."""

@@ -1,0 +1,1 @@
+"""Edges of the gateway: storage, network adapters, key files, transports."""

@@ -1,0 +1,392 @@
+"""The dev PKI on disk: create what is missing, load what is there.
+
+Layout under ``certs_dir`` (other code depends on it)::
+
+    root-ca.crt, root-ca.key
+    networks/<network>/ca.crt, ca.key                       intermediate CA per network
+    networks/<network>/adapter/{tls,sign}.{crt,key}         the network adapter
+    agencies/<code>/{tls,sign,encrypt}.{crt,key}            each agency
+    server/tls.crt, tls.key                                 the gateway's HTTPS server
+    trust.pem                                               root + all intermediates
+
+A leaf ``.crt`` holds the leaf then its intermediate (a ready TLS chain); a CA
+``.crt`` holds just the CA. Keys are written owner-only (0600) in 0700
+directories, atomically, and never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import stat
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from gateway.crypto.pki import (
+    KeyType,
+    PrivateKey,
+    Role,
+    TrustAnchors,
+    cert_pem,
+    generate_key,
+    key_pem,
+    make_intermediate_ca,
+    make_leaf,
+    make_root_ca,
+)
+from gateway.errors import ConfigError, CryptoError
+from gateway.levels import Network
+
+ROOT_NAME = "Dev edXML Gateway Root CA"
+AGENCY_ROLES = (Role.TLS, Role.SIGN, Role.ENCRYPT)
+ADAPTER_ROLES = (Role.TLS, Role.SIGN)
+SERVER_CODE = "gateway"
+SERVER_NETWORK = Network.GOVERNMENT
+SERVER_DNS = ("localhost",)
+SERVER_IPS = ("127.0.0.1", "::1")
+# CAs outlive leaves so agencies added later still get full-length certificates.
+MIN_CA_DAYS = 3650
+
+# Agency codes become directory names: one safe path component, never "." or "..".
+_SAFE_CODE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?")
+
+
+# --- paths --------------------------------------------------------------------------------------
+
+
+def _root_paths(certs_dir: Path) -> tuple[Path, Path]:
+    return certs_dir / "root-ca.crt", certs_dir / "root-ca.key"
+
+
+def _ca_paths(certs_dir: Path, network: Network) -> tuple[Path, Path]:
+    base = certs_dir / "networks" / network.value
+    return base / "ca.crt", base / "ca.key"
+
+
+def _trust_path(certs_dir: Path) -> Path:
+    return certs_dir / "trust.pem"
+
+
+def _checked_code(code: str) -> str:
+    if not _SAFE_CODE.fullmatch(code):
+        raise ConfigError(f"agency code {code!r} cannot be used as a directory name")
+    return code
+
+
+def agency_paths(certs_dir: Path, code: str, role: Role) -> tuple[Path, Path]:
+    """(certificate, key) paths of an agency's ``role`` certificate."""
+    if role not in AGENCY_ROLES:
+        raise ValueError(f"agencies have no {role.value!r} certificate")
+    base = certs_dir / "agencies" / _checked_code(code)
+    return base / f"{role.value}.crt", base / f"{role.value}.key"
+
+
+def adapter_paths(certs_dir: Path, network: Network, role: Role) -> tuple[Path, Path]:
+    """(certificate, key) paths of ``network``'s adapter certificate for ``role`` (tls or sign)."""
+    if role not in ADAPTER_ROLES:
+        raise ValueError(f"adapters have no {role.value!r} certificate")
+    base = certs_dir / "networks" / network.value / "adapter"
+    return base / f"{role.value}.crt", base / f"{role.value}.key"
+
+
+def server_paths(certs_dir: Path) -> tuple[Path, Path]:
+    """(certificate, key) paths of the gateway's HTTPS server certificate."""
+    base = certs_dir / "server"
+    return base / "tls.crt", base / "tls.key"
+
+
+def adapter_code(network: Network) -> str:
+    """The CN of ``network``'s adapter certificates, e.g. ``ADAPTER.PARTY``."""
+    return f"ADAPTER.{network.value.upper()}"
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def _read_certs(path: Path) -> list[x509.Certificate]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise CryptoError(f"certificate file {path} does not exist") from exc
+    except OSError as exc:
+        raise CryptoError(f"cannot read certificate file {path}: {exc.strerror}") from exc
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise CryptoError(f"certificate file {path} holds no readable PEM certificate") from exc
+
+
+def _read_key(path: Path) -> PrivateKey:
+    try:
+        # Check the mode on the opened file itself, not on a path that could change meanwhile.
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError as exc:
+        raise CryptoError(f"key file {path} does not exist") from exc
+    except OSError as exc:
+        raise CryptoError(f"cannot read key file {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise CryptoError(f"key file {path} is not a regular file")
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            raise CryptoError(
+                f"key file {path} is readable by group or others (mode {mode:04o}); run: chmod 600 {path}"
+            )
+        data = f.read()
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise CryptoError(f"key file {path} holds no readable unencrypted PEM private key") from exc
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise CryptoError(f"key file {path} holds a {type(key).__name__}; only RSA and EC keys are supported")
+    return key
+
+
+def _spki(key: PrivateKey | x509.Certificate) -> bytes:
+    public = key.public_key()
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_key_pair(
+    crt_path: Path, key_path: Path
+) -> tuple[x509.Certificate, PrivateKey, list[x509.Certificate]]:
+    """Load (leaf, private key, rest of the chain) from a ``.crt`` / ``.key`` pair.
+
+    Raises ``CryptoError`` naming the file if a file is missing or unreadable, the key file
+    is accessible to group or others, or the key does not belong to the leaf.
+    """
+    certs = _read_certs(crt_path)
+    key = _read_key(key_path)
+    if _spki(certs[0]) != _spki(key):
+        raise CryptoError(f"key file {key_path} does not belong to the certificate in {crt_path}")
+    return certs[0], key, certs[1:]
+
+
+def load_trust_anchors(certs_dir: Path) -> TrustAnchors:
+    """The root CA and every network's intermediate CA from ``certs_dir``."""
+    root = _read_certs(_root_paths(certs_dir)[0])[0]
+    intermediates = {n: _read_certs(_ca_paths(certs_dir, n)[0])[0] for n in Network}
+    try:
+        return TrustAnchors(root, intermediates)
+    except CryptoError as exc:
+        raise CryptoError(f"dev PKI in {certs_dir}: {exc.message}") from exc
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def _make_dirs(path: Path) -> None:
+    """Create ``path`` and missing parents as 0700 and tighten ``path`` itself to owner-only."""
+    try:
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        for p in reversed(missing):
+            p.mkdir(mode=0o700)
+            os.chmod(p, 0o700)  # mkdir's mode is filtered by the umask; be exact
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & ~0o077)
+    except OSError as exc:
+        raise ConfigError(f"cannot create or secure directory {path}: {exc.strerror}") from exc
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a fresh ``mode`` temp file beside ``path``, fsync, rename it over ``path``."""
+    _make_dirs(path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+class _Builder:
+    """One ``ensure_dev_pki`` run: what exists is loaded and checked, what is missing is made."""
+
+    def __init__(self, certs_dir: Path, now: datetime, key_type: KeyType, days: int) -> None:
+        self.certs_dir = certs_dir
+        self.now = now
+        self.key_type = key_type
+        self.days = days
+        self.ca_days = max(days, MIN_CA_DAYS)
+        self.created: list[Path] = []
+
+    def pair(
+        self,
+        crt: Path,
+        key_path: Path,
+        *,
+        issuer: x509.Certificate | None,
+        chain: tuple[x509.Certificate, ...],
+        make: Callable[[PrivateKey], x509.Certificate],
+    ) -> tuple[x509.Certificate, PrivateKey]:
+        """Load or create one certificate and its key; ``issuer`` None means self-signed."""
+        if crt.exists() and not key_path.exists():
+            raise CryptoError(f"{crt} exists but its key {key_path} does not; remove {crt} to re-create both")
+        if key_path.exists():
+            key = _read_key(key_path)
+        else:
+            key = generate_key(self.key_type)
+            _write_atomic(key_path, key_pem(key), 0o600)
+            self.created.append(key_path)
+        if crt.exists():
+            cert = _read_certs(crt)[0]
+            self._check_existing(crt, key_path, cert, key, issuer)
+            return cert, key
+        cert = make(key)
+        _write_atomic(crt, cert_pem(cert) + b"".join(cert_pem(c) for c in chain), 0o644)
+        self.created.append(crt)
+        return cert, key
+
+    @staticmethod
+    def _check_existing(
+        crt: Path, key_path: Path, cert: x509.Certificate, key: PrivateKey, issuer: x509.Certificate | None
+    ) -> None:
+        if _spki(cert) != _spki(key):
+            raise CryptoError(f"key file {key_path} does not belong to the certificate in {crt}")
+        try:
+            cert.verify_directly_issued_by(issuer if issuer is not None else cert)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            # Its CA was re-created since: the old certificate would never verify again.
+            raise CryptoError(
+                f"{crt} was not issued by the current CA in this dev PKI; remove it and its key to re-issue"
+            ) from exc
+
+    def leaf(
+        self,
+        paths: tuple[Path, Path],
+        *,
+        code: str,
+        name: str,
+        network: Network,
+        role: Role,
+        ca: tuple[x509.Certificate, PrivateKey],
+        dns_names: tuple[str, ...] = (),
+        ip_addresses: tuple[str, ...] = (),
+    ) -> None:
+        ca_cert, ca_key = ca
+
+        def make(key: PrivateKey) -> x509.Certificate:
+            return make_leaf(
+                key.public_key(),
+                code=code,
+                name=name,
+                network=network,
+                role=role,
+                issuer_cert=ca_cert,
+                issuer_key=ca_key,
+                now=self.now,
+                days=self.days,
+                dns_names=dns_names,
+                ip_addresses=ip_addresses,
+            )
+
+        self.pair(*paths, issuer=ca_cert, chain=(ca_cert,), make=make)
+
+
+def _check_agencies(agencies: Iterable[tuple[str, str, Network]]) -> list[tuple[str, str, Network]]:
+    seen: dict[str, tuple[str, Network]] = {}
+    for code, name, network in agencies:
+        _checked_code(code)
+        if seen.setdefault(code, (name, network)) != (name, network):
+            raise ConfigError(f"agency {code} is listed twice with different names or networks")
+    return [(code, name, network) for code, (name, network) in seen.items()]
+
+
+def ensure_dev_pki(
+    certs_dir: Path,
+    *,
+    agencies: Iterable[tuple[str, str, Network]],
+    now: datetime,
+    key_type: KeyType = KeyType.P256,
+    days: int = 825,
+) -> list[Path]:
+    """Create whatever part of the dev PKI in ``certs_dir`` is missing; return the paths created.
+
+    ``agencies`` are (code, name, network). Existing keys are never overwritten; an existing
+    certificate is kept if it matches its key and its current issuer, else ``CryptoError``.
+    CAs live at least ``MIN_CA_DAYS``; leaves ``days`` (never beyond their CA).
+    """
+    wanted = _check_agencies(agencies)
+    b = _Builder(certs_dir, now, key_type, days)
+    _make_dirs(certs_dir)
+
+    root_crt, root_key_path = _root_paths(certs_dir)
+    root = b.pair(
+        root_crt,
+        root_key_path,
+        issuer=None,
+        chain=(),
+        make=lambda key: make_root_ca(key, ROOT_NAME, now, b.ca_days),
+    )
+    cas: dict[Network, tuple[x509.Certificate, PrivateKey]] = {}
+    for network in Network:
+
+        def make_ca(key: PrivateKey, network: Network = network) -> x509.Certificate:
+            return make_intermediate_ca(key, network, root[0], root[1], now, b.ca_days)
+
+        cas[network] = b.pair(*_ca_paths(certs_dir, network), issuer=root[0], chain=(), make=make_ca)
+
+    for network in Network:
+        for role in ADAPTER_ROLES:
+            b.leaf(
+                adapter_paths(certs_dir, network, role),
+                code=adapter_code(network),
+                name=f"Adapter {network.value}",
+                network=network,
+                role=role,
+                ca=cas[network],
+            )
+    b.leaf(
+        server_paths(certs_dir),
+        code=SERVER_CODE,
+        name="edXML gateway",
+        network=SERVER_NETWORK,
+        role=Role.TLS,
+        ca=cas[SERVER_NETWORK],
+        dns_names=SERVER_DNS,
+        ip_addresses=SERVER_IPS,
+    )
+    for code, name, network in wanted:
+        for role in AGENCY_ROLES:
+            b.leaf(
+                agency_paths(certs_dir, code, role),
+                code=code,
+                name=name,
+                network=network,
+                role=role,
+                ca=cas[network],
+            )
+
+    # trust.pem is derived: rewrite it whenever it differs (e.g. a CA was re-created).
+    bundle = TrustAnchors(root[0], {n: c for n, (c, _) in cas.items()}).pem_bundle()
+    trust = _trust_path(certs_dir)
+    try:
+        current = trust.read_bytes() if trust.exists() else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {trust}: {exc.strerror}") from exc
+    if current != bundle:
+        _write_atomic(trust, bundle, 0o644)
+        b.created.append(trust)
+    return b.created

@@ -1,0 +1,116 @@
+"""The database schema, declared once with SQLModel; queries use SQLAlchemy Core on these tables.
+
+No column ever holds the subject, content or attachment name of a classified
+document: ``subject`` is NULL for them and ``package`` holds what the sender
+signed (encrypted before storage once classified documents are carried).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Datetimes stored as ISO text in UTC so SQLite and PostgreSQL sort and compare them alike."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use timezone-aware UTC")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def process_result_value(self, value: str | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _ts(nullable: bool = False) -> object:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable))
+
+
+class DocumentRow(SQLModel, table=True):
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("sender", "doc_key", name="uq_documents_sender_key"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(max_length=8)
+    sender: str = Field(max_length=35)
+    sender_network: str = Field(max_length=16)
+    doc_key: str = Field(max_length=200)
+    document_id: str | None = Field(default=None, max_length=200)
+    response_for: str | None = Field(default=None, max_length=32, index=True)
+    status_code: str | None = Field(default=None, max_length=2)
+    signed_digest: str = Field(max_length=64)
+    signer: str = Field(max_length=120)
+    subject: str | None = Field(default=None)
+    priority: int
+    classification: int
+    size: int
+    accepted_at: datetime = _ts()  # type: ignore[assignment]
+    package: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class RouteRow(SQLModel, table=True):
+    __tablename__ = "routes"
+    __table_args__ = (
+        UniqueConstraint("document", "network", name="uq_routes_document_network"),
+        # The claim query: pending work, most urgent first, then oldest.
+        Index("ix_routes_claim", "state", "priority", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    document: str = Field(foreign_key="documents.id", max_length=32)
+    network: str = Field(max_length=16)
+    state: str = Field(max_length=16)  # pending | done | quarantined | failed
+    priority: int
+    attempts: int = 0
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_until: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
+    last_error: str | None = None
+    sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    done_at: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
+
+
+class DeliveryRow(SQLModel, table=True):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("document", "recipient", name="uq_deliveries_document_recipient"),
+        # The inbox query: what waits for one agency, most urgent first, then oldest.
+        Index("ix_deliveries_inbox", "recipient", "state", "priority", "document"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    document: str = Field(foreign_key="documents.id", max_length=32)
+    route: int = Field(foreign_key="routes.id", index=True)
+    recipient: str = Field(max_length=35)
+    addressed: str = Field(max_length=35)
+    chain: str | None = Field(default=None, max_length=400)
+    network: str = Field(max_length=16)
+    state: str = Field(max_length=16)
+    priority: int
+    delivered_at: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
+    fetched_at: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
+
+
+class EventRow(SQLModel, table=True):
+    __tablename__ = "events"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=24)
+    at: datetime = _ts()  # type: ignore[assignment]
+    document: str | None = Field(default=None, max_length=32, index=True)
+    recipient: str | None = Field(default=None, max_length=35)
+    network: str | None = Field(default=None, max_length=16)
+    detail: str = "{}"
+
+
+METADATA = SQLModel.metadata

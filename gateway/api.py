@@ -1,0 +1,233 @@
+"""The v1 HTTP API for agency document systems (aiohttp, behind mutual TLS).
+
+Every error a client can cause leaves as JSON ``{"error": code, "message": text,
+"request_id": id}`` with the status of its ``ClientError`` class; anything
+else is a 500 that names only the request id (the log has the rest).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.agency import Registry
+from gateway.errors import BadRequest, ClientError, Forbidden, PackageTooLarge, Unauthenticated
+from gateway.intake import Accepted, Intake
+from gateway.mailbox import Mailbox
+from gateway.ports import Clock, EventRecord, InboxItem, Store, Trust
+
+log = logging.getLogger("gateway.api")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+MAX_BYTES = web.AppKey("max_bytes", int)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: str, message: str, request_id: str) -> web.Response:
+    return web.json_response({"error": code, "message": message, "request_id": request_id}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except ClientError as exc:
+        log.info(
+            "%s %s -> %d %s: %s",
+            request.method,
+            request.path,
+            exc.status,
+            exc.code,
+            exc.message,
+            extra={"request_id": request_id},
+        )
+        response = _error(exc.status, exc.code, exc.message, request_id)
+    except web.HTTPRequestEntityTooLarge:
+        too_large = PackageTooLarge(f"the request body exceeds the limit of {request.app[MAX_BYTES]} bytes")
+        response = _error(too_large.status, too_large.code, too_large.message, request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "bad_request")
+        response = _error(exc.status, code, exc.reason, request_id)
+    except Exception:
+        log.exception(
+            "unhandled error on %s %s", request.method, request.path, extra={"request_id": request_id}
+        )
+        response = _error(500, "internal", f"internal error; quote request id {request_id}", request_id)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+class Api:
+    """Request handlers; each authenticates the calling agency from its TLS client certificate."""
+
+    def __init__(
+        self, intake: Intake, mailbox: Mailbox, registry: Registry, trust: Trust, store: Store, clock: Clock
+    ) -> None:
+        self._intake = intake
+        self._mailbox = mailbox
+        self._registry = registry
+        self._trust = trust
+        self._store = store
+        self._clock = clock
+
+    def agency_of(self, request: web.Request) -> str:
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) else None
+        if not der:
+            raise Unauthenticated("no client certificate: connect with your agency's TLS certificate")
+        identity = self._trust.client(der, at=self._clock.now())
+        agency = self._registry.get(identity.code)
+        if agency is None or agency.state != "active":
+            raise Forbidden(f"{identity.code} is not an active agency of this gateway")
+        return agency.code
+
+    async def submit(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        accepted = await self._intake.submit(agency, await request.read())
+        return web.json_response(_accepted_view(accepted), status=202)
+
+    async def post_status(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        accepted = await self._intake.submit(agency, await request.read(), about=request.match_info["id"])
+        return web.json_response(_accepted_view(accepted), status=202)
+
+    async def inbox(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        include_fetched = request.query.get("all", "") in ("1", "true", "yes")
+        limit = _int_query(request, "limit", 500, 1, 5000)
+        items = await self._mailbox.inbox(agency, include_fetched=include_fetched, limit=limit)
+        return web.json_response({"agency": agency, "documents": [_inbox_view(i) for i in items]})
+
+    async def fetch(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        sealed = await self._mailbox.fetch(agency, request.match_info["id"])
+        return web.Response(body=sealed, content_type="application/xml", charset="utf-8")
+
+    async def receipts(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        return web.json_response(await self._mailbox.receipts(agency, request.match_info["id"]))
+
+    async def trace(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        events = await self._mailbox.trace(agency, request.match_info["id"])
+        return web.json_response({"id": request.match_info["id"], "events": [event_view(e) for e in events]})
+
+    async def agencies(self, request: web.Request) -> web.Response:
+        self.agency_of(request)
+        network = request.query.get("network")
+        limit = _int_query(request, "limit", 1000, 1, 200_000)
+        offset = _int_query(request, "offset", 0, 0, 10_000_000)
+        rows = [a for a in self._registry if network is None or a.network.value == network]
+        return web.json_response(
+            {"total": len(rows), "agencies": [agency_view(a) for a in rows[offset : offset + limit]]}
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "pending_routes": await self._store.pending_routes()})
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"query parameter {name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _accepted_view(accepted: Accepted) -> dict[str, Any]:
+    return {
+        "id": accepted.id,
+        "duplicate": not accepted.created,
+        "recipients": [
+            {
+                "code": d.recipient,
+                "addressed": d.addressed,
+                "network": accepted.networks[d.recipient],
+                "forwarded_via": list(d.chain) if d.chain else None,
+            }
+            for d in accepted.recipients
+        ],
+    }
+
+
+def _inbox_view(item: InboxItem) -> dict[str, Any]:
+    doc, d = item.document, item.delivery
+    return {
+        "id": doc.id,
+        "kind": doc.kind,
+        "from": doc.sender,
+        "document_id": doc.document_id,
+        "subject": doc.subject,
+        "priority": int(doc.priority),
+        "classification": doc.classification.slug,
+        "status_code": doc.status_code,
+        "response_for": doc.response_for,
+        "size": doc.size,
+        "addressed": d.addressed,
+        "state": d.state.value,
+        "accepted_at": doc.accepted_at.isoformat(),
+        "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None,
+    }
+
+
+def event_view(e: EventRecord) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "at": e.at.isoformat(),
+        "event": e.kind,
+        "recipient": e.recipient,
+        "network": e.network,
+        **({"detail": e.detail} if e.detail else {}),
+    }
+
+
+def agency_view(a: Any) -> dict[str, Any]:
+    return {
+        "code": a.code,
+        "name": a.name,
+        "network": a.network.value,
+        "parent": a.parent,
+        "clearance": a.clearance.slug,
+        "state": a.state.value if hasattr(a.state, "value") else a.state,
+        "successor": a.successor,
+        "retired_on": a.retired_on.isoformat() if a.retired_on else None,
+    }
+
+
+def make_app(api: Api, *, max_bytes: int) -> web.Application:
+    # Room above the package limit for nothing else: the body IS the package.
+    app = web.Application(client_max_size=max_bytes, middlewares=[errors_middleware])
+    app[MAX_BYTES] = max_bytes
+    app.router.add_post("/v1/edocs", api.submit)
+    app.router.add_get("/v1/inbox", api.inbox)
+    app.router.add_get("/v1/edocs/{id}", api.fetch)
+    app.router.add_post("/v1/edocs/{id}/status", api.post_status)
+    app.router.add_get("/v1/edocs/{id}/receipts", api.receipts)
+    app.router.add_get("/v1/edocs/{id}/trace", api.trace)
+    app.router.add_get("/v1/agencies", api.agencies)
+    app.router.add_get("/healthz", api.healthz)
+    return app
+
+
+def server_tls_context(cert_chain: str, key: str, trust_pem: str) -> ssl.SSLContext:
+    """Mutual TLS: a client certificate is asked for and verified against the dev CAs when offered.
+
+    CERT_OPTIONAL (not REQUIRED) so that a client without one gets a JSON 401 it can read,
+    instead of a bare handshake failure.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_chain, key)
+    ctx.load_verify_locations(cafile=trust_pem)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx

@@ -1,0 +1,1 @@
+"""Signing, verification, encryption and PKI: bytes and objects in, results out; no I/O."""

@@ -1,0 +1,144 @@
+"""The gateway's exceptions.
+
+Every error a client can cause is a ``ClientError`` subclass with exactly one
+HTTP status and one stable machine-readable ``code``; the API turns it into a
+JSON body ``{"error": code, "message": text}`` and the CLI into one line.
+Driver and library errors are translated into this tree at the edge that
+called them (``raise ... from exc``); core code never sees them.
+
+    GatewayError
+    ├── ClientError                       (4xx: the caller can fix it)
+    │   ├── BadPackage                    400 bad_package
+    │   │   ├── MalformedXml              400 malformed_xml
+    │   │   ├── ForbiddenXmlConstruct     400 forbidden_xml
+    │   │   ├── SchemaInvalid             400 schema_invalid
+    │   │   └── InvalidAgencyCode         400 invalid_agency_code
+    │   ├── BadRequest                    400 bad_request
+    │   ├── SignatureRejected             400 signature_invalid
+    │   │   └── WeakAlgorithm             400 weak_algorithm
+    │   ├── Unauthenticated               401 unauthenticated
+    │   ├── Forbidden                     403 forbidden
+    │   │   ├── SenderMismatch            403 sender_mismatch
+    │   │   └── SignerNotTrusted          403 signer_not_trusted
+    │   ├── NotFound                      404 not_found
+    │   ├── DocumentConflict              409 document_conflict
+    │   ├── PackageTooLarge               413 too_large
+    │   └── RecipientRejected             422 recipient_rejected
+    │       ├── UnknownRecipient          422 unknown_recipient
+    │       └── InactiveRecipient         422 inactive_recipient
+    ├── ConfigError                       (operator: bad home, config or registry file)
+    ├── CryptoError                       (a key or certificate cannot be used)
+    ├── StoreError                        (the database failed)
+    └── DeliveryError                     (a hop refused a sealed transfer)
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ClientError(GatewayError):
+    """An error the caller caused and can fix; carries its HTTP status."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+
+class BadPackage(ClientError):
+    status, code = 400, "bad_package"
+
+
+class MalformedXml(BadPackage):
+    code = "malformed_xml"
+
+
+class ForbiddenXmlConstruct(BadPackage):
+    """DTDs, entity declarations and processing instructions are never accepted."""
+
+    code = "forbidden_xml"
+
+
+class SchemaInvalid(BadPackage):
+    code = "schema_invalid"
+
+
+class InvalidAgencyCode(BadPackage):
+    code = "invalid_agency_code"
+
+
+class BadRequest(ClientError):
+    status, code = 400, "bad_request"
+
+
+class SignatureRejected(ClientError):
+    """The package's XML signature is missing, malformed or does not verify."""
+
+    status, code = 400, "signature_invalid"
+
+
+class WeakAlgorithm(SignatureRejected):
+    """SHA-1 and every other algorithm outside the policy is refused."""
+
+    code = "weak_algorithm"
+
+
+class Unauthenticated(ClientError):
+    status, code = 401, "unauthenticated"
+
+
+class Forbidden(ClientError):
+    status, code = 403, "forbidden"
+
+
+class SenderMismatch(Forbidden):
+    code = "sender_mismatch"
+
+
+class SignerNotTrusted(Forbidden):
+    code = "signer_not_trusted"
+
+
+class NotFound(ClientError):
+    status, code = 404, "not_found"
+
+
+class DocumentConflict(ClientError):
+    status, code = 409, "document_conflict"
+
+
+class PackageTooLarge(ClientError):
+    status, code = 413, "too_large"
+
+
+class RecipientRejected(ClientError):
+    status, code = 422, "recipient_rejected"
+
+
+class UnknownRecipient(RecipientRejected):
+    code = "unknown_recipient"
+
+
+class InactiveRecipient(RecipientRejected):
+    code = "inactive_recipient"
+
+
+class ConfigError(GatewayError):
+    """The operator's home directory, config file or registry file is unusable."""
+
+
+class CryptoError(GatewayError):
+    """A key or certificate cannot be loaded or used."""
+
+
+class StoreError(GatewayError):
+    """The database failed; the operation was rolled back."""
+
+
+class DeliveryError(GatewayError):
+    """A hop refused a sealed transfer (bad seal, wrong adapter)."""

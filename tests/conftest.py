@@ -1,0 +1,142 @@
+"""Shared fixtures: a real home (dev PKI generated at test time), a real node on a loopback TLS port,
+and agency clients that present real client certificates."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.adapters.devpki import agency_paths
+from gateway.adapters.keystore import FileTrust
+from gateway.agency import load_registry
+from gateway.agent import sign_package
+from gateway.config import Config, load_config
+from gateway.crypto.pki import Role
+from gateway.edxml import NewEdoc, Organ, build_edoc
+from gateway.levels import DeliveryState, Priority
+from gateway.node import Node, init_home
+
+G22 = "000.00.00.G22"  # Văn phòng Chính phủ (government)
+H41 = "000.00.00.H41"  # UBND tỉnh Nghệ An (government)
+A01 = "000.00.00.A01"  # Văn phòng Trung ương Đảng (party)
+I01 = "000.00.00.I01"  # Ủy ban Trung ương MTTQ Việt Nam (front)
+G12 = "000.00.00.G12"  # Bộ Tài chính (government)
+G16 = "000.00.00.G16"  # retired, successor G12
+COMMUNE = "H41.12.05"
+
+
+@pytest.fixture(scope="session")
+def template_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One dev PKI per test session (key generation is the slow part); each test copies it."""
+    home = tmp_path_factory.mktemp("template-home")
+    init_home(home, now=datetime.now(UTC))
+    return home
+
+
+@pytest.fixture
+def home(template_home: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "home"
+    shutil.copytree(template_home, target)  # copy2 keeps the 0600 modes of the keys
+    return target
+
+
+@pytest.fixture
+def config(home: Path) -> Config:
+    return load_config(home)
+
+
+@pytest.fixture
+async def node(config: Config) -> AsyncIterator[Node]:
+    n = Node(config)
+    await n.start(port=0)
+    try:
+        yield n
+    finally:
+        await n.stop()
+
+
+def make_package(
+    config: Config,
+    sender: str,
+    recipients: list[str],
+    *,
+    subject: str = "Về việc triển khai chính quyền địa phương hai cấp",
+    document_id: str | None = None,
+    content: str = "Nội dung văn bản hành chính",
+    priority: Priority = Priority.THUONG,
+) -> bytes:
+    doc = NewEdoc(
+        sender=Organ(sender),
+        recipients=[Organ(r) for r in recipients],
+        document_id=document_id or f"{sender},2026/11/22,{abs(hash((sender, subject, content))) % 10**6}/GW",
+        subject=subject,
+        content=content,
+        priority=priority,
+    )
+    return sign_package(config.certs, sender, build_edoc(doc, now=datetime.now(UTC)))
+
+
+@dataclass
+class AgencyClient:
+    """An agency's document system talking to the node over mutual TLS."""
+
+    code: str
+    session: aiohttp.ClientSession
+    base: str
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.session.request(method, self.base + path, data=body) as resp:
+            raw = await resp.read()
+            if resp.content_type == "application/json":
+                return resp.status, await resp.json()
+            return resp.status, raw
+
+    async def send(self, package: bytes) -> tuple[int, Any]:
+        return await self.call("POST", "/v1/edocs", package)
+
+
+def client_context(config: Config, code: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(config.certs / "trust.pem"))
+    if code is not None:
+        crt, key = agency_paths(config.certs, code, Role.TLS)
+        ctx.load_cert_chain(str(crt), str(key))
+    return ctx
+
+
+@pytest.fixture
+async def agency(node: Node, config: Config) -> AsyncIterator[Callable[[str | None], AgencyClient]]:
+    sessions: list[aiohttp.ClientSession] = []
+
+    def make(code: str | None) -> AgencyClient:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(config, code)))
+        sessions.append(session)
+        return AgencyClient(code or "-", session, f"https://localhost:{node.port}")
+
+    yield make
+    for s in sessions:
+        await s.close()
+
+
+async def wait_delivered(node: Node, doc_id: str, *, timeout: float = 20.0) -> list[Any]:
+    """Wait until no delivery of ``doc_id`` is pending any more; returns the deliveries."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        deliveries = await node.store.deliveries(doc_id)
+        if deliveries and all(d.state is not DeliveryState.PENDING for d in deliveries):
+            return deliveries
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{doc_id} still pending after {timeout}s: {deliveries}")
+        await asyncio.sleep(0.02)
+
+
+def trust_for(config: Config) -> FileTrust:
+    return FileTrust.from_dir(config.certs, load_registry(config.registry))
