@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import mimetypes
 import sys
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ def init(home: Path) -> int:
 
 
 def serve(config: Config, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(f"gateway: home {config.home}; send a first document from another terminal with:")
     print(
         f"  gateway --home {config.home} send --as 000.00.00.G22 --to 000.00.00.A01 "

@@ -15,6 +15,7 @@ from gateway.errors import ConfigError
 
 CONFIG_FILE = "gateway.toml"
 DEFAULT_PORT = 8443
+DEFAULT_CARRIERS = min(4, os.cpu_count() or 1)
 
 DEFAULT_CONFIG = f"""\
 # edXML gateway node configuration. Paths are relative to this file's directory.
@@ -27,6 +28,7 @@ registry = "registry.csv"      # the agency registry; edit it and restart
 certs = "certs_dev"            # dev PKI created by `gateway init`
 max_package_bytes = 52428800   # 50 MiB
 sqlite_synchronous = "FULL"    # FULL: an accepted document survives power loss, not only a crash
+carriers = {DEFAULT_CARRIERS}                   # processes that seal and verify (0: a thread)
 """
 
 
@@ -41,6 +43,7 @@ class Config:
     certs: Path = Path("certs_dev")
     max_package_bytes: int = 50 * 1024 * 1024
     sqlite_synchronous: str = "FULL"
+    carriers: int = 0
 
     @property
     def database_url(self) -> str:
@@ -78,6 +81,7 @@ def load_config(home: Path) -> Config:
         "certs",
         "max_package_bytes",
         "sqlite_synchronous",
+        "carriers",
     }
     unknown = set(data) - known
     if unknown:
@@ -93,6 +97,7 @@ def load_config(home: Path) -> Config:
             certs=home / str(data.get("certs", "certs_dev")),
             max_package_bytes=int(data.get("max_package_bytes", 50 * 1024 * 1024)),
             sqlite_synchronous=str(data.get("sqlite_synchronous", "FULL")).upper(),
+            carriers=int(data.get("carriers", 0)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc

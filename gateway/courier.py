@@ -14,15 +14,18 @@ import asyncio
 import base64
 import contextlib
 import logging
+import multiprocessing
 from collections.abc import Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
 
 from gateway import transfer as tr
 from gateway.adapters.network import NetworkAdapter
 from gateway.edxml import parse_xml
 from gateway.errors import ClientError, DeliveryError
 from gateway.levels import Network
-from gateway.ports import Carried, Clock, NewEvent, RouteJob, Store
+from gateway.ports import Carried, Clock, NewEvent, RouteJob, Store, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -78,29 +81,121 @@ def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Cloc
     return Carried(sealed=sealed, events=tuple(events))
 
 
+Outcome = tuple[RouteJob, Carried | Exception]
+
+
+def carry_batch(
+    jobs: list[RouteJob], adapters: Mapping[Network, NetworkAdapter], clock: Clock
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for job in jobs:
+        try:
+            outcomes.append((job, carry(job, adapters, clock)))
+        except DeliveryError as exc:
+            outcomes.append((job, exc))
+        except Exception as exc:
+            # Not the package's fault (a bug, a key file gone): keep the claim, retry after the lease.
+            log.exception("carrying %s to %s failed; will retry", job.document.id, job.target)
+            outcomes.append((job, exc))
+    return outcomes
+
+
+class Carrier(Protocol):
+    """Where the CPU work of carrying runs."""
+
+    async def carry(self, jobs: list[RouteJob]) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadCarrier:
+    """Carries in one worker thread of this process: the simple default, and what tests use."""
+
+    def __init__(self, adapters: Mapping[Network, NetworkAdapter], clock: Clock) -> None:
+        self._adapters = adapters
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carrier")
+
+    async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, carry_batch, jobs, self._adapters, self._clock)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+_worker_adapters: dict[Network, NetworkAdapter] = {}
+_worker_clock = SystemClock()
+
+
+def _start_worker(certs_dir: str, registry_path: str) -> None:
+    # Keys are loaded once per worker process: parsing PEM per document would cost 40x.
+    from gateway.adapters.keystore import FileTrust, load_seal_key
+    from gateway.agency import load_registry
+
+    trust = FileTrust.from_dir(Path(certs_dir), load_registry(Path(registry_path)))
+    for network in Network:
+        _worker_adapters[network] = NetworkAdapter(
+            load_seal_key(Path(certs_dir), network), trust, _worker_clock
+        )
+
+
+def _carry_in_worker(jobs: list[RouteJob]) -> list[Outcome]:
+    return carry_batch(jobs, _worker_adapters, _worker_clock)
+
+
+class ProcessCarrier:
+    """Carries in worker processes, so sealing and verifying use every core, not one GIL."""
+
+    def __init__(self, certs_dir: Path, registry_path: Path, *, workers: int) -> None:
+        self._workers = max(1, workers)
+        self._executor = ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
+            initializer=_start_worker,
+            initargs=(str(certs_dir), str(registry_path)),
+        )
+
+    async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        size = -(-len(jobs) // self._workers)
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._executor, _carry_in_worker, c) for c in chunks)
+        )
+        return [outcome for chunk in results for outcome in chunk]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
 class Courier:
-    """Claims pending routes from the store, carries them, and delivers them into inboxes."""
+    """Claims pending routes from the store, carries them, and delivers them into inboxes.
+
+    ``lanes`` loops run at once so that the store's work for one batch overlaps the
+    carrying of the next; claims never overlap (each is one transaction).
+    """
 
     def __init__(
         self,
         store: Store,
-        adapters: Mapping[Network, NetworkAdapter],
+        carrier: Carrier,
         clock: Clock,
         *,
         node: str,
         batch: int = 32,
+        lanes: int = 1,
         lease_seconds: float = 60.0,
         idle_poll_seconds: float = 1.0,
-        executor: Executor | None = None,
     ) -> None:
         self._store = store
-        self._adapters = adapters
+        self._carrier = carrier
         self._clock = clock
         self._node = node
         self._batch = batch
+        self._lanes = lanes
         self._lease = lease_seconds
         self._idle = idle_poll_seconds
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="courier")
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -112,6 +207,9 @@ class Courier:
         released = await self._store.release_claims(node=self._node)
         if released:
             log.info("resuming %d routes left unfinished by the previous run", released)
+        await asyncio.gather(*(self._lane() for _ in range(self._lanes)))
+
+    async def _lane(self) -> None:
         while True:
             carried_any = await self.run_once()
             if not carried_any:
@@ -126,8 +224,7 @@ class Courier:
         )
         if not jobs:
             return False
-        loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self._executor, self._carry_batch, jobs)
+        outcomes = await self._carrier.carry(jobs)
         done = [(job, result) for job, result in outcomes if isinstance(result, Carried)]
         if done:
             await self._store.complete_routes(done, now=self._clock.now())
@@ -137,18 +234,5 @@ class Courier:
                 await self._store.quarantine_route(job, reason=result.message, now=self._clock.now())
         return True
 
-    def _carry_batch(self, jobs: list[RouteJob]) -> list[tuple[RouteJob, Carried | Exception]]:
-        outcomes: list[tuple[RouteJob, Carried | Exception]] = []
-        for job in jobs:
-            try:
-                outcomes.append((job, carry(job, self._adapters, self._clock)))
-            except DeliveryError as exc:
-                outcomes.append((job, exc))
-            except Exception as exc:
-                # Not the package's fault (a bug, a key file gone): keep the claim, retry after the lease.
-                log.exception("carrying %s to %s failed; will retry", job.document.id, job.target)
-                outcomes.append((job, exc))
-        return outcomes
-
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._carrier.close()

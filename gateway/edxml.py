@@ -31,8 +31,23 @@ DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # the cap one public VXP gateway uses; no 
 DEFAULT_MAX_DEPTH = 64  # the schemas nest at most ~8 deep; anything far deeper is hostile
 
 _local = threading.local()
-# XML declaration, comments and PIs may precede a DOCTYPE; nothing else may.
-_DOCTYPE_IN_PROLOG = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*)*<!DOCTYPE", re.S)
+
+
+def _has_doctype(raw: bytes) -> bool:
+    """Whether a DOCTYPE comes before the root element (only the XML declaration, PIs and
+    comments may precede it). Scans the prolog only, never the body."""
+    i = 0
+    while (i := raw.find(b"<", i)) >= 0:
+        if raw.startswith(b"<?", i):
+            end, skip = raw.find(b"?>", i), 2
+        elif raw.startswith(b"<!--", i):
+            end, skip = raw.find(b"-->", i), 3
+        else:
+            return raw.startswith(b"<!DOCTYPE", i)
+        if end < 0:
+            return False
+        i = end + skip
+    return False
 
 
 def _parser() -> etree.XMLParser:
@@ -65,7 +80,7 @@ def parse_xml(
         raise PackageTooLarge(f"package is {len(raw)} bytes; the limit is {max_bytes}")
     if not raw.strip():
         raise MalformedXml("the request body is empty; expected an edXML package")
-    if _DOCTYPE_IN_PROLOG.match(raw):
+    if _has_doctype(raw):
         # Refused before libxml2 sees it, so entity tricks never reach the parser at all.
         raise ForbiddenXmlConstruct("a DOCTYPE / DTD is not allowed in an edXML package")
     try:

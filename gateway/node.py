@@ -18,7 +18,7 @@ from gateway.adapters.sqlstore import SqlStore
 from gateway.agency import DEMO_AGENCIES, AgencyState, Registry, load_registry, write_registry
 from gateway.api import Api, make_app, server_tls_context
 from gateway.config import CONFIG_FILE, DEFAULT_CONFIG, Config, load_config
-from gateway.courier import Courier
+from gateway.courier import Carrier, Courier, ProcessCarrier, ThreadCarrier
 from gateway.intake import Intake
 from gateway.levels import Network
 from gateway.mailbox import Mailbox
@@ -58,7 +58,14 @@ class Node:
             network: NetworkAdapter(load_seal_key(config.certs, network), self.trust, self.clock)
             for network in Network
         }
-        self.courier = Courier(self.store, self.adapters, self.clock, node=config.node)
+        carrier: Carrier
+        if config.carriers > 0:
+            carrier = ProcessCarrier(config.certs, config.registry, workers=config.carriers)
+        else:
+            carrier = ThreadCarrier(self.adapters, self.clock)
+        self.courier = Courier(
+            self.store, carrier, self.clock, node=config.node, lanes=max(2, config.carriers + 1)
+        )
         self.intake = Intake(
             self.registry,
             self.store,

@@ -39,7 +39,18 @@ def template_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One dev PKI per test session (key generation is the slow part); each test copies it."""
     home = tmp_path_factory.mktemp("template-home")
     init_home(home, now=datetime.now(UTC))
+    set_setting(home, "carriers", "0")  # in-process tests carry in a thread; test_restart uses processes
     return home
+
+
+def set_setting(home: Path, key: str, value: str) -> None:
+    """Change one line of a home's gateway.toml (as an operator would)."""
+    path = home / "gateway.toml"
+    lines = [
+        f"{key} = {value}" if line.split("=")[0].strip() == key else line
+        for line in path.read_text().splitlines()
+    ]
+    path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -51,6 +52,10 @@ def sqlite_url(path: Path) -> str:
 
 def _make_engine(url: str, synchronous: str) -> Engine:
     if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:" and not os.path.exists(path):
+            # Owner-only from the start: the file holds every package; SQLite gives -wal/-shm the same mode.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         engine = create_engine(url, connect_args={"check_same_thread": False, "isolation_level": None})
 
         @event.listens_for(engine, "connect")
@@ -419,7 +424,7 @@ class SqlStore:
 
     async def events(self, doc_id: str) -> list[EventRecord]:
         def op(conn: Connection) -> list[EventRecord]:
-            rows = conn.execute(select(E).where(E.c.document == doc_id).order_by(E.c.seq))
+            rows = conn.execute(select(E).where(E.c.document == doc_id).order_by(E.c.at, E.c.seq))
             return [
                 EventRecord(r.seq, r.kind, r.at, r.document, r.recipient, r.network, json.loads(r.detail))
                 for r in rows

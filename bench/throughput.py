@@ -1,0 +1,138 @@
+"""End-to-end throughput of a real `gateway serve` process on this machine.
+
+N ordinary (unclassified) documents of about 13 KB, signed in advance by 000.00.00.G22
+(government network), are sent over mutual TLS with C concurrent connections to
+000.00.00.A01 (party network): every one is verified, sealed by the government adapter,
+bridged into the party network (verify, hop, re-seal) and verified again before delivery.
+
+    .venv/bin/python bench/throughput.py [N] [--concurrency C] [--recipients K]
+
+Reports accepted documents/s, delivered documents/s (first send to last delivery),
+p50/p99 accept latency and the server's peak memory. A benchmark, not a test: it never fails
+on slowness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+from gateway.agent import sign_package
+from gateway.config import load_config
+from gateway.edxml import NewEdoc, Organ, build_edoc
+from gateway.node import init_home
+from tests.conftest import client_context
+from tests.test_restart import free_port
+
+SENDER = "000.00.00.G22"
+RECIPIENTS = ["000.00.00.A01", "000.00.00.I01", "000.00.00.H41", "000.00.00.G12"]
+BODY = "Nội dung văn bản hành chính về triển khai chính quyền địa phương hai cấp. " * 100
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run(n: int, concurrency: int, recipients: list[str]) -> None:
+    home = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    init_home(home, now=datetime.now(UTC))
+    config = load_config(home)
+    now = datetime.now(UTC)
+    t0 = time.perf_counter()
+    packages = [
+        sign_package(
+            config.certs,
+            SENDER,
+            build_edoc(
+                NewEdoc(
+                    sender=Organ(SENDER, "Văn phòng Chính phủ"),
+                    recipients=[Organ(r) for r in recipients],
+                    document_id=f"{SENDER},2026/11/22,{i}/BENCH",
+                    subject=f"Công văn số {i} về việc thử tải",
+                    content=BODY,
+                ),
+                now=now,
+            ),
+        )
+        for i in range(n)
+    ]
+    print(f"prepared {n} signed documents of {len(packages[0])} bytes in {time.perf_counter() - t0:.1f} s")
+    port = free_port()
+    base = f"https://localhost:{port}"
+    log = (home / "serve.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "--home", str(home), "serve", "--port", str(port)],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        ctx = client_context(config, SENDER)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=concurrency)) as s:
+            for _ in range(200):
+                try:
+                    async with s.get(base + "/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+            queue: asyncio.Queue[bytes] = asyncio.Queue()
+            for p in packages:
+                queue.put_nowait(p)
+            latencies: list[float] = []
+
+            async def worker() -> None:
+                while not queue.empty():
+                    body = queue.get_nowait()
+                    t = time.perf_counter()
+                    async with s.post(base + "/v1/edocs", data=body) as r:
+                        if r.status != 202:
+                            raise SystemExit(f"unexpected {r.status}: {await r.text()}")
+                        await r.read()
+                    latencies.append(time.perf_counter() - t)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            accepted_s = time.perf_counter() - start
+            while True:
+                async with s.get(base + "/healthz") as r:
+                    if (await r.json())["pending_routes"] == 0:
+                        break
+                await asyncio.sleep(0.01)
+            delivered_s = time.perf_counter() - start
+        latencies.sort()
+        print(
+            f"gateway: {n} docs of {len(packages[0])} bytes to {len(recipients)} recipient(s), "
+            f"concurrency {concurrency}: accepted {n / accepted_s:.0f} docs/s, "
+            f"delivered {n / delivered_s:.0f} docs/s end to end, "
+            f"accept p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
+            f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, "
+            f"server peak RSS {peak_rss_mb(proc.pid):.0f} MB"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", type=int, nargs="?", default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--recipients", type=int, default=1, choices=range(1, len(RECIPIENTS) + 1))
+    args = parser.parse_args()
+    asyncio.run(run(args.n, args.concurrency, RECIPIENTS[: args.recipients]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,468 @@
+"""XML Encryption 1.1 of whole elements, for documents only their addressed agencies may read.
+
+The element (already signed: sign, then encrypt) is serialized once and encrypted
+once with AES-256-GCM under a fresh content key; that key is then wrapped once per
+recipient, each in its own ``xenc:EncryptedKey`` inside the ``xenc:EncryptedData``:
+
+* RSA certificates: RSA-OAEP (``xenc11#rsa-oaep``) with SHA-256 and MGF1-SHA-256;
+* EC P-256 certificates: ECDH-ES with a fresh ephemeral key per recipient, ConcatKDF
+  (SHA-256) to a key-encryption key, and AES-256 key wrap (RFC 3394).
+
+Each EncryptedKey names its recipient (``Recipient`` = agency code) and carries the
+recipient's certificate, which is how a recipient finds its own EncryptedKey.
+
+Decryption is all or nothing: the GCM tag covers the whole ciphertext, and no byte of
+plaintext is parsed or returned unless it verifies. Only the algorithms above are
+accepted; CBC modes and RSA PKCS#1 v1.5 are refused by name. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+from lxml import etree
+
+from gateway.crypto.pki import MIN_RSA_BITS, PrivateKey, fingerprint
+from gateway.edxml import parse_xml
+from gateway.errors import CryptoError
+
+# --- namespaces and algorithm identifiers -------------------------------------------------------
+
+XENC = "http://www.w3.org/2001/04/xmlenc#"
+XENC11 = "http://www.w3.org/2009/xmlenc11#"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+DSIG11 = "http://www.w3.org/2009/xmldsig11#"
+NSMAP = {"xenc": XENC, "xenc11": XENC11, "ds": DS, "dsig11": DSIG11}
+
+TYPE_ELEMENT = XENC + "Element"
+AES256_GCM = XENC11 + "aes256-gcm"
+RSA_OAEP = XENC11 + "rsa-oaep"
+SHA256 = XENC + "sha256"
+MGF1_SHA256 = XENC11 + "mgf1sha256"
+KW_AES256 = XENC + "kw-aes256"
+ECDH_ES = XENC11 + "ECDH-ES"
+CONCAT_KDF = XENC11 + "ConcatKDF"
+P256_CURVE = "urn:oid:1.2.840.10045.3.1.7"
+
+# Algorithms a sender might still use but we never accept, with the reason a person can act on.
+REFUSED_ALGORITHMS: dict[str, str] = {
+    XENC + "aes128-cbc": "AES-128-CBC (unauthenticated CBC, open to padding-oracle attacks)",
+    XENC + "aes192-cbc": "AES-192-CBC (unauthenticated CBC, open to padding-oracle attacks)",
+    XENC + "aes256-cbc": "AES-256-CBC (unauthenticated CBC, open to padding-oracle attacks)",
+    XENC + "tripledes-cbc": "Triple-DES-CBC (unauthenticated CBC with a 64-bit block)",
+    XENC + "rsa-1_5": "RSA PKCS#1 v1.5 key transport (open to Bleichenbacher attacks)",
+    XENC + "rsa-oaep-mgf1p": "RSA-OAEP with MGF1-SHA-1 (use xmlenc11#rsa-oaep with SHA-256)",
+    XENC + "kw-tripledes": "Triple-DES key wrap",
+    "http://www.w3.org/2000/09/xmldsig#sha1": "SHA-1",
+    XENC11 + "mgf1sha1": "MGF1 with SHA-1",
+}
+
+CONTENT_KEY_BYTES = 32
+IV_BYTES = 12  # XML Enc 1.1 fixes a 96-bit IV for AES-GCM
+TAG_BYTES = 16  # and a 128-bit tag
+
+_NS = {"xenc": XENC, "xenc11": XENC11, "ds": DS, "dsig11": DSIG11}
+_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+_CONCAT_KDF_FIELDS = ("AlgorithmID", "PartyUInfo", "PartyVInfo", "SuppPubInfo", "SuppPrivInfo")
+_HEX = re.compile(r"(?:[0-9A-Fa-f]{2})*")
+
+
+class DecryptionFailed(CryptoError):
+    """An EncryptedData cannot be decrypted with the given key; the message says why (never what)."""
+
+
+class NotARecipient(DecryptionFailed):
+    """The document holds no EncryptedKey for the given certificate."""
+
+
+class AlgorithmRefused(DecryptionFailed):
+    """An algorithm URI outside the policy (CBC, RSA PKCS#1 v1.5, SHA-1, or simply unknown)."""
+
+
+class MalformedEncryptedData(DecryptionFailed):
+    """The EncryptedData or one of its EncryptedKeys is not structured as this module writes them."""
+
+
+class EncryptionFailed(CryptoError):
+    """A recipient's certificate cannot be used to encrypt for it."""
+
+
+@dataclass(frozen=True)
+class EncryptionRecipient:
+    """An addressed agency and its encryption certificate (RSA, or EC on P-256)."""
+
+    code: str
+    certificate: x509.Certificate
+
+
+# --- encryption ---------------------------------------------------------------------------------
+
+
+def encrypt_element(element: etree._Element, recipients: Sequence[EncryptionRecipient]) -> etree._Element:
+    """Encrypt ``element`` (its UTF-8 serialization, tail excluded) for every one of ``recipients``.
+
+    Returns a new ``xenc:EncryptedData`` (Type Element, AES-256-GCM) whose ``ds:KeyInfo`` holds
+    one ``xenc:EncryptedKey`` per recipient, in the given order. The content is encrypted once
+    under a fresh 256-bit key, whatever the number of recipients. ``element`` is not modified;
+    the caller puts the result where the element was.
+
+    Raises :class:`EncryptionFailed` when there is no recipient, a certificate appears twice,
+    or a certificate's key is not RSA (>= 2048 bits) or EC P-256, or its key usage forbids
+    key transport (RSA) / key agreement (EC).
+    """
+    if not recipients:
+        raise EncryptionFailed("an encrypted document needs at least one recipient")
+    seen: set[bytes] = set()
+    for r in recipients:
+        if not r.code:
+            raise EncryptionFailed("every recipient needs a non-empty agency code")
+        der = r.certificate.public_bytes(serialization.Encoding.DER)
+        if der in seen:
+            raise EncryptionFailed(
+                f"certificate {_short(r.certificate)} is listed twice among the recipients"
+            )
+        seen.add(der)
+        _check_recipient_key(r)
+
+    # Serialized exactly once: these bytes are what a signature inside the element covers.
+    plaintext = etree.tostring(element, encoding="UTF-8", xml_declaration=False, with_tail=False)
+    content_key = AESGCM.generate_key(bit_length=256)
+    iv = os.urandom(IV_BYTES)
+    sealed = iv + AESGCM(content_key).encrypt(iv, plaintext, None)  # ciphertext || tag
+
+    data = etree.Element(_x("EncryptedData"), {"Type": TYPE_ELEMENT}, nsmap=NSMAP)
+    etree.SubElement(data, _x("EncryptionMethod"), {"Algorithm": AES256_GCM})
+    key_info = etree.SubElement(data, _d("KeyInfo"))
+    for r in recipients:
+        key_info.append(_encrypted_key(content_key, r))
+    _cipher_data(data, sealed)
+    return data
+
+
+def _check_recipient_key(r: EncryptionRecipient) -> None:
+    public = r.certificate.public_key()
+    who = f"certificate {_short(r.certificate)} (recipient {r.code})"
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < MIN_RSA_BITS:
+            raise EncryptionFailed(
+                f"{who}: RSA key of {public.key_size} bits; at least {MIN_RSA_BITS} needed"
+            )
+        usage, needed = "key_encipherment", "key encipherment"
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        if not isinstance(public.curve, ec.SECP256R1):
+            raise EncryptionFailed(f"{who}: EC curve {public.curve.name}; only P-256 is supported")
+        usage, needed = "key_agreement", "key agreement"
+    else:
+        raise EncryptionFailed(f"{who}: {type(public).__name__} keys cannot receive encrypted documents")
+    try:
+        ku = r.certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not getattr(ku, usage):
+        # Catches a signing certificate passed by mistake before anything is encrypted to it.
+        raise EncryptionFailed(
+            f"{who}: its key usage does not permit {needed}; is it an encryption certificate?"
+        )
+
+
+def _encrypted_key(content_key: bytes, r: EncryptionRecipient) -> etree._Element:
+    ek = etree.Element(_x("EncryptedKey"), {"Recipient": r.code})
+    public = r.certificate.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        method = etree.SubElement(ek, _x("EncryptionMethod"), {"Algorithm": RSA_OAEP})
+        etree.SubElement(method, _d("DigestMethod"), {"Algorithm": SHA256})
+        etree.SubElement(method, _x11("MGF"), {"Algorithm": MGF1_SHA256})
+        key_info = etree.SubElement(ek, _d("KeyInfo"))
+        _x509_data(key_info, r.certificate)
+        wrapped = public.encrypt(content_key, _OAEP)
+    else:
+        assert isinstance(public, ec.EllipticCurvePublicKey)  # _check_recipient_key ran
+        etree.SubElement(ek, _x("EncryptionMethod"), {"Algorithm": KW_AES256})
+        key_info = etree.SubElement(ek, _d("KeyInfo"))
+        wrapped = _ecdh_wrap(content_key, public, r, key_info)
+    _cipher_data(ek, wrapped)
+    return ek
+
+
+def _ecdh_wrap(
+    content_key: bytes, public: ec.EllipticCurvePublicKey, r: EncryptionRecipient, key_info: etree._Element
+) -> bytes:
+    ephemeral = ec.generate_private_key(ec.SECP256R1())
+    # FixedInfo binds the derived key to its use (the wrap algorithm) and to the addressed agency.
+    fields = {
+        "AlgorithmID": KW_AES256.encode(),
+        "PartyUInfo": b"",
+        "PartyVInfo": r.code.encode("utf-8"),
+    }
+    agreement = etree.SubElement(key_info, _x("AgreementMethod"), {"Algorithm": ECDH_ES})
+    kdm = etree.SubElement(agreement, _x11("KeyDerivationMethod"), {"Algorithm": CONCAT_KDF})
+    params = etree.SubElement(
+        kdm, _x11("ConcatKDFParams"), {name: _bitstring(value) for name, value in fields.items()}
+    )
+    etree.SubElement(params, _d("DigestMethod"), {"Algorithm": SHA256})
+    originator = etree.SubElement(agreement, _x("OriginatorKeyInfo"))
+    ec_value = etree.SubElement(etree.SubElement(originator, _d("KeyValue")), _d11("ECKeyValue"))
+    etree.SubElement(ec_value, _d11("NamedCurve"), {"URI": P256_CURVE})
+    point = ephemeral.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    etree.SubElement(ec_value, _d11("PublicKey")).text = _b64(point)
+    _x509_data(etree.SubElement(agreement, _x("RecipientKeyInfo")), r.certificate)
+    kek = _concat_kdf(ephemeral.exchange(ec.ECDH(), public), b"".join(fields.values()))
+    return aes_key_wrap(kek, content_key)
+
+
+def _concat_kdf(shared: bytes, fixed_info: bytes) -> bytes:
+    # NIST SP 800-56A single-step KDF: SHA-256(counter || Z || FixedInfo), 32 bytes for kw-aes256.
+    return ConcatKDFHash(algorithm=hashes.SHA256(), length=32, otherinfo=fixed_info).derive(shared)
+
+
+def _bitstring(value: bytes) -> str:
+    # XML Enc 1.1 §5.4.1: hexBinary whose first byte counts the padding bits (0: byte-aligned).
+    return "00" + value.hex().upper()
+
+
+def _x509_data(parent: etree._Element, cert: x509.Certificate) -> None:
+    x509_data = etree.SubElement(parent, _d("X509Data"))
+    etree.SubElement(x509_data, _d("X509Certificate")).text = _b64(
+        cert.public_bytes(serialization.Encoding.DER)
+    )
+
+
+def _cipher_data(parent: etree._Element, value: bytes) -> None:
+    etree.SubElement(etree.SubElement(parent, _x("CipherData")), _x("CipherValue")).text = _b64(value)
+
+
+# --- decryption ---------------------------------------------------------------------------------
+
+
+def decrypt_element(
+    encrypted: etree._Element, *, private_key: PrivateKey, certificate: x509.Certificate
+) -> etree._Element:
+    """Decrypt an ``xenc:EncryptedData`` made by :func:`encrypt_element` (or an equivalent peer).
+
+    Finds the one EncryptedKey carrying ``certificate`` (compared as DER), unwraps the content
+    key with ``private_key`` (which must belong to ``certificate``), decrypts and authenticates
+    the content with AES-256-GCM, and parses the plaintext with :func:`gateway.edxml.parse_xml`.
+    Returns the decrypted element as the root of a new tree.
+
+    Raises :class:`DecryptionFailed` (or a subclass) with a message naming the reason and never
+    any plaintext; nothing is parsed unless the GCM tag verifies. Plaintext that authenticates
+    but is not acceptable XML raises what ``parse_xml`` raises (``MalformedXml`` and kin).
+    """
+    if encrypted.tag != _x("EncryptedData"):
+        raise MalformedEncryptedData(f"expected xenc:EncryptedData in namespace {XENC}")
+    if encrypted.get("Type") != TYPE_ELEMENT:
+        raise MalformedEncryptedData(f"only Type={TYPE_ELEMENT} is supported, not {encrypted.get('Type')!r}")
+    _require_algorithm(encrypted.find("xenc:EncryptionMethod", _NS), AES256_GCM, "content encryption")
+    sealed = _cipher_value(encrypted, "the EncryptedData")
+    _require_own_key(private_key, certificate)
+
+    ek = _encrypted_key_for(encrypted, certificate)
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        content_key = _unwrap_rsa(ek, private_key, certificate)
+    else:
+        content_key = _unwrap_ecdh(ek, private_key, certificate)
+    if len(content_key) != CONTENT_KEY_BYTES:
+        raise DecryptionFailed(
+            f"the content key in the EncryptedKey for certificate {_short(certificate)} is "
+            f"{len(content_key)} bytes; AES-256-GCM needs {CONTENT_KEY_BYTES}"
+        )
+
+    if len(sealed) < IV_BYTES + TAG_BYTES:
+        raise MalformedEncryptedData(
+            f"the CipherValue is {len(sealed)} bytes; AES-GCM needs at least {IV_BYTES + TAG_BYTES}"
+        )
+    try:
+        plaintext = AESGCM(content_key).decrypt(sealed[:IV_BYTES], sealed[IV_BYTES:], None)
+    except InvalidTag:
+        raise DecryptionFailed(
+            "the ciphertext or its tag was altered (AES-256-GCM authentication failed; the "
+            "EncryptedKey may also have been copied from another document); nothing was decrypted"
+        ) from None
+    return parse_xml(plaintext)
+
+
+def content_digest(encrypted: etree._Element) -> str:
+    """Lowercase hex SHA-256 of the EncryptedData's CipherValue bytes (IV || ciphertext || tag).
+
+    Identifies the encrypted content for routing and audit without decrypting it; it does not
+    change when EncryptedKeys are added or removed.
+    """
+    return hashlib.sha256(_cipher_value(encrypted, "the EncryptedData")).hexdigest()
+
+
+def _require_own_key(private_key: PrivateKey, certificate: x509.Certificate) -> None:
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public = certificate.public_key()
+    if private_key.public_key().public_bytes(*spki) != public.public_bytes(*spki):
+        raise DecryptionFailed(f"the private key given does not belong to certificate {_short(certificate)}")
+    if isinstance(public, ec.EllipticCurvePublicKey) and not isinstance(public.curve, ec.SECP256R1):
+        raise DecryptionFailed(f"certificate {_short(certificate)}: only EC P-256 keys are supported")
+
+
+def _encrypted_key_for(encrypted: etree._Element, certificate: x509.Certificate) -> etree._Element:
+    wanted = certificate.public_bytes(serialization.Encoding.DER)
+    found: list[etree._Element] = []
+    for ek in encrypted.iterfind("ds:KeyInfo/xenc:EncryptedKey", _NS):
+        paths = (
+            "ds:KeyInfo/ds:X509Data/ds:X509Certificate",
+            "ds:KeyInfo/xenc:AgreementMethod/xenc:RecipientKeyInfo/ds:X509Data/ds:X509Certificate",
+        )
+        for path in paths:
+            if any(_b64decode_or_none(node.text) == wanted for node in ek.iterfind(path, _NS)):
+                found.append(ek)
+                break
+    if not found:
+        raise NotARecipient(f"this document is not encrypted for certificate {_short(certificate)}")
+    if len(found) > 1:
+        raise MalformedEncryptedData(
+            f"{len(found)} EncryptedKeys carry certificate {_short(certificate)}; exactly one may"
+        )
+    return found[0]
+
+
+def _unwrap_rsa(ek: etree._Element, key: rsa.RSAPrivateKey, cert: x509.Certificate) -> bytes:
+    who = f"the EncryptedKey for certificate {_short(cert)}"
+    method = ek.find("xenc:EncryptionMethod", _NS)
+    _require_algorithm(method, RSA_OAEP, "key transport")
+    assert method is not None
+    # Absent DigestMethod / MGF mean SHA-1 by the spec's defaults: refuse rather than assume.
+    _require_algorithm(method.find("ds:DigestMethod", _NS), SHA256, "RSA-OAEP digest")
+    _require_algorithm(method.find("xenc11:MGF", _NS), MGF1_SHA256, "RSA-OAEP mask generation")
+    label = method.find("xenc:OAEPparams", _NS)
+    if label is not None and (label.text or "").strip():
+        raise MalformedEncryptedData(f"{who} uses an OAEP label (OAEPparams); none is supported")
+    wrapped = _cipher_value(ek, who)
+    try:
+        return key.decrypt(wrapped, _OAEP)
+    except ValueError:
+        raise DecryptionFailed(
+            f"{who} does not unwrap with this private key (wrong key, or the wrapped key was altered)"
+        ) from None
+
+
+def _unwrap_ecdh(ek: etree._Element, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> bytes:
+    who = f"the EncryptedKey for certificate {_short(cert)}"
+    _require_algorithm(ek.find("xenc:EncryptionMethod", _NS), KW_AES256, "key wrap")
+    agreement = ek.find("ds:KeyInfo/xenc:AgreementMethod", _NS)
+    if agreement is None:
+        raise MalformedEncryptedData(f"{who} has no xenc:AgreementMethod for its EC key")
+    _require_algorithm(agreement, ECDH_ES, "key agreement")
+    if agreement.find("xenc:KA-Nonce", _NS) is not None:
+        raise MalformedEncryptedData(f"{who}: a KA-Nonce is not used with ECDH-ES")
+    kdm = agreement.find("xenc11:KeyDerivationMethod", _NS)
+    _require_algorithm(kdm, CONCAT_KDF, "key derivation")
+    assert kdm is not None
+    params = kdm.find("xenc11:ConcatKDFParams", _NS)
+    if params is None:
+        raise MalformedEncryptedData(f"{who} has no xenc11:ConcatKDFParams")
+    _require_algorithm(params.find("ds:DigestMethod", _NS), SHA256, "ConcatKDF digest")
+    fixed_info = b"".join(_read_bitstring(params.get(name), name, who) for name in _CONCAT_KDF_FIELDS)
+
+    ec_value = agreement.find("xenc:OriginatorKeyInfo/ds:KeyValue/dsig11:ECKeyValue", _NS)
+    if ec_value is None:
+        raise MalformedEncryptedData(f"{who} has no originator dsig11:ECKeyValue")
+    curve = ec_value.find("dsig11:NamedCurve", _NS)
+    if curve is None or curve.get("URI") != P256_CURVE:
+        raise MalformedEncryptedData(f"{who}: the originator key must be on P-256 ({P256_CURVE})")
+    point = _b64decode_or_none(ec_value.findtext("dsig11:PublicKey", namespaces=_NS))
+    try:
+        if point is None:
+            raise ValueError("no point")
+        ephemeral = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+    except ValueError:
+        raise MalformedEncryptedData(f"{who}: the originator public key is not a P-256 point") from None
+
+    wrapped = _cipher_value(ek, who)
+    kek = _concat_kdf(key.exchange(ec.ECDH(), ephemeral), fixed_info)
+    try:
+        return aes_key_unwrap(kek, wrapped)
+    except (InvalidUnwrap, ValueError):
+        raise DecryptionFailed(
+            f"{who} does not unwrap with this private key (wrong key, or the wrapped key, its "
+            "ephemeral key or its ConcatKDF parameters were altered)"
+        ) from None
+
+
+def _read_bitstring(value: str | None, name: str, who: str) -> bytes:
+    if not value:
+        return b""
+    if not _HEX.fullmatch(value) or not value.startswith("00"):
+        raise MalformedEncryptedData(
+            f"{who}: ConcatKDFParams {name} must be hexBinary starting with 00 (byte-aligned)"
+        )
+    return bytes.fromhex(value[2:])
+
+
+def _require_algorithm(node: etree._Element | None, expected: str, what: str) -> None:
+    if node is None:
+        raise MalformedEncryptedData(f"no {what} algorithm is given; {expected} is required")
+    uri = node.get("Algorithm", "")
+    if uri == expected:
+        return
+    if uri in REFUSED_ALGORITHMS:
+        raise AlgorithmRefused(
+            f"{what} algorithm {uri} is refused: {REFUSED_ALGORITHMS[uri]}; use {expected}"
+        )
+    raise AlgorithmRefused(f"{what} algorithm {uri or '(none)'} is not supported; use {expected}")
+
+
+def _cipher_value(parent: etree._Element, who: str) -> bytes:
+    if parent.find("xenc:CipherData/xenc:CipherReference", _NS) is not None:
+        # A reference would make us fetch bytes from elsewhere; everything must be inline.
+        raise MalformedEncryptedData(f"{who} uses a CipherReference; only an inline CipherValue is accepted")
+    values = parent.findall("xenc:CipherData/xenc:CipherValue", _NS)
+    if len(values) != 1:
+        raise MalformedEncryptedData(f"{who} must have exactly one xenc:CipherData/xenc:CipherValue")
+    value = _b64decode_or_none(values[0].text)
+    if not value:
+        raise MalformedEncryptedData(f"the CipherValue of {who} is empty or not base64")
+    return value
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _b64decode_or_none(text: str | None) -> bytes | None:
+    try:
+        return base64.b64decode("".join((text or "").split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _short(cert: x509.Certificate) -> str:
+    return f"{fingerprint(cert)[:16]}…"
+
+
+def _x(tag: str) -> str:
+    return f"{{{XENC}}}{tag}"
+
+
+def _x11(tag: str) -> str:
+    return f"{{{XENC11}}}{tag}"
+
+
+def _d(tag: str) -> str:
+    return f"{{{DS}}}{tag}"
+
+
+def _d11(tag: str) -> str:
+    return f"{{{DSIG11}}}{tag}"

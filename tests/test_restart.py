@@ -1,0 +1,158 @@
+"""A real `gateway serve` killed with SIGKILL in the middle of a burst loses and duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.config import Config
+from tests.conftest import A01, G22, H41, I01, client_context, make_package, set_setting
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
+    with (home / "serve.log").open("ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "--home", str(home), "serve", "--port", str(port)],
+            stdout=log,
+            stderr=log,
+        )
+
+
+async def wait_healthy(
+    session: aiohttp.ClientSession, base: str, proc: subprocess.Popen[bytes], home: Path
+) -> None:
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {(home / 'serve.log').read_text()}")
+        try:
+            async with session.get(base + "/healthz") as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("server did not become healthy")
+
+
+def counts(db: Path) -> tuple[int, int]:
+    with sqlite3.connect(db, timeout=10) as conn:
+        delivered = conn.execute("select count(*) from deliveries where state = 'delivered'").fetchone()[0]
+        pending = conn.execute("select count(*) from deliveries where state = 'pending'").fetchone()[0]
+    return delivered, pending
+
+
+async def test_sigkill_mid_burst_loses_and_duplicates_nothing(config: Config, home: Path) -> None:
+    set_setting(home, "carriers", "2")  # as deployed: sealing and verifying in worker processes
+    port = free_port()
+    base = f"https://localhost:{port}"
+    db = home / "gateway.db"
+    recipients = [A01, I01, H41]  # three networks: two bridges and one local route per document
+    packages = [
+        make_package(
+            config, G22, recipients, document_id=f"{G22},2026/11/22,{i}/KILL", content=f"văn bản {i}"
+        )
+        for i in range(400)
+    ]
+    accepted: dict[int, str] = {}
+    proc = start_server(home, port)
+    killed_with_pending = False
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=client_context(config, G22))
+    ) as session:
+        await wait_healthy(session, base, proc, home)
+
+        async def send(i: int) -> None:
+            try:
+                async with session.post(base + "/v1/edocs", data=packages[i]) as r:
+                    if r.status == 202:
+                        accepted[i] = (await r.json())["id"]
+            except (aiohttp.ClientError, OSError):
+                pass  # the server died under us: this one was not acknowledged
+
+        async def killer() -> None:
+            nonlocal killed_with_pending
+            while True:
+                await asyncio.sleep(0.02)
+                delivered, pending = counts(db) if db.exists() else (0, 0)
+                if delivered >= 30 and pending > 0:
+                    killed_with_pending = True
+                    proc.send_signal(signal.SIGKILL)
+                    return
+                if proc.poll() is not None:
+                    return
+
+        sem = asyncio.Semaphore(16)
+
+        async def bounded(i: int) -> None:
+            async with sem:
+                await send(i)
+
+        await asyncio.gather(killer(), *(bounded(i) for i in range(len(packages))))
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        assert killed_with_pending, "the burst finished before the kill; the test proved nothing"
+        before_restart = set(accepted.values())
+
+        # Restart on the same home; resend what was never acknowledged (an agency system would).
+        proc = start_server(home, port)
+        try:
+            await wait_healthy(session, base, proc, home)
+            for i in range(len(packages)):
+                if i not in accepted:
+                    await send(i)
+            assert len(accepted) == len(packages)
+            for _ in range(600):
+                if counts(db)[1] == 0:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+
+    with sqlite3.connect(db) as conn:
+        ids = {row[0] for row in conn.execute("select id from documents where kind = 'edoc'")}
+        assert before_restart <= ids, "a document acknowledged with 202 was lost"
+        assert ids == set(accepted.values()), "a resend created a second document"
+        states = Counter(row[0] for row in conn.execute("select state from deliveries"))
+        assert states == {"delivered": len(packages) * len(recipients)}
+        per_delivery = Counter(
+            conn.execute("select document, recipient from events where kind = 'delivered'").fetchall()
+        )
+        assert len(per_delivery) == len(packages) * len(recipients)
+        assert set(per_delivery.values()) == {1}, "a delivery went into an inbox twice"
+
+
+def test_cli_mistakes_are_one_line(home: Path) -> None:
+    env = {**os.environ, "GATEWAY_HOME": str(home)}
+    for args, needle in (
+        (["sned"], "invalid choice"),
+        (["agencies", "show", "000.00.00.g22"], "level-1 group"),
+        (["inbox", "--as", "000.00.00.G22"], "cannot reach the gateway"),
+        (["send", "--as", A01], "--to"),
+        (["--home", "/nonexistent/dir", "inbox", "--as", A01], "gateway init"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode != 0, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], (args, result.stderr)
+        assert "Traceback" not in result.stderr
