@@ -22,7 +22,7 @@ from gateway.errors import BadRequest, ConfigError, CryptoError, SignerNotTruste
 from gateway.intake import SENDER_SIGNATURE_AT
 from gateway.levels import Network
 from gateway.ports import Trust
-from gateway.transfer import Transfer
+from gateway.transfer import Transfer, package_digest_of
 from gateway.transfer import read as read_transfer
 
 
@@ -75,6 +75,8 @@ def open_delivery(sealed: bytes, *, trust: Trust, network: Network, at: datetime
         parse_xml(package), location=SENDER_SIGNATURE_AT, check_certificate=check
     )
     content = read_package(inner.signed)
+    if package_digest_of(inner.signed_data) != transfer.routing.package_digest:
+        raise CryptoError("the package is not the one the gateway accepted (digest differs from the routing)")
     if content.sender != transfer.routing.sender:
         raise CryptoError(
             f"the package is from {content.sender} but was carried as from {transfer.routing.sender}"

@@ -70,8 +70,9 @@ class Transfer:
     package: etree._Element
 
 
-def package_digest(package_bytes: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(package_bytes).digest()).decode("ascii")
+def package_digest_of(signed_data: bytes) -> str:
+    """Base64 SHA-256 of what the sender signed (as its verifier canonicalised it)."""
+    return base64.b64encode(hashlib.sha256(signed_data).digest()).decode("ascii")
 
 
 def build(routing: Routing, package: etree._Element, hops: tuple[Hop, ...]) -> etree._Element:

@@ -217,3 +217,11 @@ async def test_status_from_a_non_recipient_is_refused(node: Node, config: Config
     )
     status, err = await agency(I01).call("POST", f"/v1/edocs/{body['id']}/status", pkg)
     assert (status, err["error"]) == (403, "forbidden")
+
+
+async def test_agencies_endpoint_lists_the_registry(node: Node, agency) -> None:
+    status, body = await agency(I01).call("GET", "/v1/agencies?network=front")
+    assert status == 200
+    assert [a["code"] for a in body["agencies"]] == [I01]
+    status, body = await agency(I01).call("GET", "/v1/agencies?limit=abc")
+    assert (status, body["error"]) == (400, "bad_request")
