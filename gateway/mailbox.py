@@ -177,8 +177,11 @@ class Mailbox:
     def _verify_status(
         self, status: DocumentRecord, package: bytes, network: Network
     ) -> tuple[bool, str, str]:
-        """Re-verify a stored status package now; its signer is the agency or its network's adapter."""
-        now = self._clock.now()
+        """Re-verify a stored status package; its signer is the agency or its network's adapter.
+
+        Certificates are judged as of acceptance: a key rotated or revoked since does not
+        retroactively unsign what it signed while valid."""
+        now = status.accepted_at
         by_adapter = status.signer.startswith("adapter:")
 
         def check(cert: x509.Certificate) -> CertIdentity:

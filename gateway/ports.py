@@ -44,6 +44,10 @@ class Trust(Protocol):
         """A TLS client certificate; raises ``Unauthenticated``."""
         ...
 
+    def encryption_certificate(self, code: str, *, at: datetime) -> x509.Certificate:
+        """Agency ``code``'s current encryption certificate; raises ``CryptoError``."""
+        ...
+
 
 # --- records ------------------------------------------------------------------------------------
 

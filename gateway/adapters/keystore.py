@@ -16,7 +16,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from gateway.adapters.devpki import adapter_code, adapter_paths, load_key_pair, load_trust_anchors
+from gateway.adapters.devpki import (
+    adapter_code,
+    adapter_paths,
+    agency_paths,
+    load_key_pair,
+    load_trust_anchors,
+)
 from gateway.adapters.network import SealKey
 from gateway.agency import Registry
 from gateway.crypto.pki import CertIdentity, CertificateRejected, Role, TrustAnchors
@@ -27,15 +33,16 @@ from gateway.levels import Network
 class FileTrust:
     """``Trust`` over trust anchors and the agency registry."""
 
-    def __init__(self, anchors: TrustAnchors, registry: Registry) -> None:
+    def __init__(self, anchors: TrustAnchors, registry: Registry, certs_dir: Path | None = None) -> None:
         self._anchors = anchors
         self._registry = registry
+        self._certs_dir = certs_dir
         self._verdicts: dict[tuple[bytes, Role], CertIdentity] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def from_dir(cls, certs_dir: Path, registry: Registry) -> FileTrust:
-        return cls(load_trust_anchors(certs_dir), registry)
+        return cls(load_trust_anchors(certs_dir), registry, certs_dir)
 
     def _identity(self, cert: x509.Certificate, role: Role, at: datetime) -> CertIdentity:
         key = (cert.fingerprint(hashes.SHA256()), role)
@@ -81,6 +88,24 @@ class FileTrust:
         except (ValueError, CertificateRejected) as exc:
             raise Unauthenticated(f"client certificate refused: {exc}") from exc
         return identity
+
+
+    def encryption_certificate(self, code: str, *, at: datetime) -> x509.Certificate:
+        """The current encryption certificate of agency ``code``, checked for the ``encrypt`` role."""
+        if self._certs_dir is None:
+            raise CryptoError("no certificate directory to look up encryption certificates in")
+        crt, _ = agency_paths(self._certs_dir, code, Role.ENCRYPT)
+        try:
+            cert = x509.load_pem_x509_certificates(crt.read_bytes())[0]
+        except (OSError, ValueError, IndexError) as exc:
+            raise CryptoError(f"no usable encryption certificate for agency {code} ({crt.name})") from exc
+        try:
+            identity = self._identity(cert, Role.ENCRYPT, at)
+        except CertificateRejected as exc:
+            raise CryptoError(f"encryption certificate of {code} refused: {exc.message}") from exc
+        if identity.code != code:
+            raise CryptoError(f"the encryption certificate filed for {code} names {identity.code}")
+        return cert
 
 
 def load_seal_key(certs_dir: Path, network: Network) -> SealKey:
