@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.agency import Registry
 from gateway.errors import BadRequest, ClientError, Forbidden, PackageTooLarge, Unauthenticated
 from gateway.intake import Accepted, Intake
+from gateway.levels import Classification
 from gateway.mailbox import Mailbox
 from gateway.ports import Clock, EventRecord, InboxItem, Store, Trust
 
@@ -92,7 +93,12 @@ class Api:
 
     async def submit(self, request: web.Request) -> web.Response:
         agency = self.agency_of(request)
-        accepted = await self._intake.submit(agency, await request.read())
+        declared = request.headers.get("X-Classification")
+        try:
+            level = Classification.from_slug(declared.strip()) if declared else None
+        except ValueError as exc:
+            raise BadRequest(f"X-Classification header: {exc}") from None
+        accepted = await self._intake.submit(agency, await request.read(), declared=level)
         return web.json_response(_accepted_view(accepted), status=202)
 
     async def post_status(self, request: web.Request) -> web.Response:
@@ -111,6 +117,17 @@ class Api:
         agency = self.agency_of(request)
         sealed = await self._mailbox.fetch(agency, request.match_info["id"])
         return web.Response(body=sealed, content_type="application/xml", charset="utf-8")
+
+    async def report_failure(self, request: web.Request) -> web.Response:
+        """A recipient's system reports that it could not decrypt or verify what it fetched."""
+        agency = self.agency_of(request)
+        try:
+            body = await request.json()
+            stage, reason = str(body["stage"]), str(body["reason"])
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest('expected JSON {"stage": "...", "reason": "..."}') from None
+        await self._mailbox.report_failure(agency, request.match_info["id"], stage=stage, reason=reason)
+        return web.json_response({"recorded": True}, status=202)
 
     async def receipts(self, request: web.Request) -> web.Response:
         agency = self.agency_of(request)
@@ -213,6 +230,7 @@ def make_app(api: Api, *, max_bytes: int) -> web.Application:
     app.router.add_get("/v1/edocs/{id}", api.fetch)
     app.router.add_post("/v1/edocs/{id}/status", api.post_status)
     app.router.add_get("/v1/edocs/{id}/receipts", api.receipts)
+    app.router.add_post("/v1/edocs/{id}/failures", api.report_failure)
     app.router.add_get("/v1/edocs/{id}/trace", api.trace)
     app.router.add_get("/v1/agencies", api.agencies)
     app.router.add_get("/healthz", api.healthz)

@@ -60,6 +60,11 @@ def _build_parser() -> argparse.ArgumentParser:
     send.add_argument("--subject")
     send.add_argument("--content", default="")
     send.add_argument("--priority", type=int, choices=range(5), default=0, metavar="0-4")
+    send.add_argument(
+        "--classification",
+        choices=["mat", "toi-mat", "tuyet-mat"],
+        help="secrecy level (Mật, Tối mật, Tuyệt mật)",
+    )
     send.add_argument("--attach", action="append", default=[], metavar="FILE")
     send.add_argument("--document-id", help="default: CODE,yyyy/MM/dd,<random>/GW")
     send.add_argument("--json", action="store_true")

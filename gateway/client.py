@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.errors import GatewayError
+from gateway.levels import Classification
 
 
 class RemoteError(GatewayError):
@@ -47,9 +48,13 @@ class AgencyClient:
         self._ctx = ssl.create_default_context(cafile=str(trust))
         self._ctx.load_cert_chain(str(cert_chain), str(key))
 
-    def request(self, method: str, path: str, body: bytes | None = None, content_type: str = "") -> Reply:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = "", **headers: str
+    ) -> Reply:
         conn = http.client.HTTPSConnection(self._host, self._port, context=self._ctx, timeout=self._timeout)
-        headers = {"Content-Type": content_type} if content_type else {}
+        headers = {k.replace("_", "-"): v for k, v in headers.items()}
+        if content_type:
+            headers["Content-Type"] = content_type
         try:
             conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
@@ -77,5 +82,7 @@ class AgencyClient:
     def get_json(self, path: str) -> Any:
         return self.request("GET", path).json()
 
-    def post_xml(self, path: str, package: bytes) -> Any:
-        return self.request("POST", path, package, "application/xml; charset=utf-8").json()
+    def post_xml(self, path: str, package: bytes, *, classification: Classification | None = None) -> Any:
+        """POST a package; ``classification`` goes in the X-Classification routing header."""
+        extra = {"X_Classification": classification.slug} if classification else {}
+        return self.request("POST", path, package, "application/xml; charset=utf-8", **extra).json()

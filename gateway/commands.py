@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
 import mimetypes
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,15 +19,15 @@ from gateway.adapters.devpki import agency_paths
 from gateway.adapters.keystore import FileTrust
 from gateway.adapters.sqlstore import SqlStore
 from gateway.agency import AgencyCode, Registry, load_registry
-from gateway.agent import open_delivery, sign_package
+from gateway.agent import arrival_receipt, decryption_keys, open_delivery, sign_package
 from gateway.api import agency_view, event_view
 from gateway.cli import default_document_id, is_signed, print_json
 from gateway.client import AgencyClient
 from gateway.config import Config
 from gateway.crypto.pki import Role
 from gateway.edxml import Attachment, NewEdoc, Organ, build_edoc, build_status, parse_xml
-from gateway.errors import BadRequest, ConfigError, NotFound
-from gateway.levels import Priority, StatusCode
+from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound
+from gateway.levels import Classification, Priority, StatusCode
 from gateway.mailbox import STATUS_MEANING
 from gateway.node import init_home, serve_forever
 
@@ -92,6 +95,7 @@ def _client(config: Config, code: str) -> AgencyClient:
 
 def send(config: Config, args: argparse.Namespace) -> int:
     code = AgencyCode.parse(args.agency).value
+    level = Classification.from_slug(args.classification) if args.classification else Classification.NONE
     if args.file:
         if args.to or args.subject:
             raise BadRequest("give either FILE.xml or --to/--subject, not both")
@@ -114,10 +118,11 @@ def send(config: Config, args: argparse.Namespace) -> int:
             subject=args.subject,
             content=args.content,
             priority=Priority(args.priority),
+            classification=level,
             attachments=[_attachment(Path(f)) for f in args.attach],
         )
         package = sign_package(config.certs, code, build_edoc(doc, now=now.astimezone(LOCAL_TZ)))
-    reply = _client(config, code).post_xml("/v1/edocs", package)
+    reply = _client(config, code).post_xml("/v1/edocs", package, classification=level)
     if args.json:
         print_json(reply)
         return 0
@@ -154,17 +159,36 @@ def inbox(config: Config, args: argparse.Namespace) -> int:
 
 
 def fetch(config: Config, args: argparse.Namespace) -> int:
-    """Fetch as the recipient's system would: verify its network's seal, then the sender's signature."""
+    """Fetch as the recipient's system would: verify its network's seal, decrypt a classified
+    package with this agency's keys, verify the sender's signature, then (classified) send the
+    agency's own signed 01 receipt. A failure is reported to the gateway's trace and nothing is written."""
     code = AgencyCode.parse(args.agency).value
-    sealed = _client(config, code).request("GET", f"/v1/edocs/{args.id}").body
+    client = _client(config, code)
+    sealed = client.request("GET", f"/v1/edocs/{args.id}").body
     registry = _registry(config)
     agency = registry.get(code)
     if agency is None:
         raise ConfigError(f"agency {code} is not in {config.registry}")
     trust = FileTrust.from_dir(config.certs, registry)
-    opened = open_delivery(sealed, trust=trust, network=agency.network, at=datetime.now(UTC))
+    now = datetime.now(UTC)
+    try:
+        opened = open_delivery(
+            sealed,
+            trust=trust,
+            network=agency.network,
+            at=now,
+            decryption_keys=decryption_keys(config.certs, code),
+        )
+    except GatewayError as exc:
+        body = json.dumps({"stage": "open", "reason": exc.message}).encode()
+        with contextlib.suppress(GatewayError):
+            client.request("POST", f"/v1/edocs/{args.id}/failures", body, "application/json")
+        raise
+    classified = opened.transfer.routing.classification is not Classification.NONE
     if args.output:
         Path(args.output).write_bytes(opened.package)
+        if classified:
+            os.chmod(args.output, 0o600)  # plaintext of a classified document: owner only
         hops = " → ".join(f"{h.network}:{h.action}" for h in opened.transfer.hops)
         print(
             f"saved {args.output}: signed by {opened.signer.code}, seal of the {agency.network} adapter "
@@ -172,6 +196,11 @@ def fetch(config: Config, args: argparse.Namespace) -> int:
         )
     else:
         sys.stdout.buffer.write(opened.package)
+    if classified and opened.transfer.routing.kind == "edoc":
+        receipt = arrival_receipt(config.certs, code, opened, sealed, now=now)
+        client.post_xml(f"/v1/edocs/{args.id}/status", receipt)
+        if args.output:
+            print(f"signed 01 receipt sent to {opened.content.sender}")
     return 0
 
 

@@ -12,14 +12,17 @@ called them (``raise ... from exc``); core code never sees them.
     │   │   ├── MalformedXml              400 malformed_xml
     │   │   ├── ForbiddenXmlConstruct     400 forbidden_xml
     │   │   ├── SchemaInvalid             400 schema_invalid
-    │   │   └── InvalidAgencyCode         400 invalid_agency_code
+    │   │   ├── InvalidAgencyCode         400 invalid_agency_code
+    │   │   └── ClassificationMismatch    400 classification_mismatch
     │   ├── BadRequest                    400 bad_request
+    │   ├── ReceiptMismatch               400 receipt_mismatch
     │   ├── SignatureRejected             400 signature_invalid
     │   │   └── WeakAlgorithm             400 weak_algorithm
     │   ├── Unauthenticated               401 unauthenticated
     │   ├── Forbidden                     403 forbidden
     │   │   ├── SenderMismatch            403 sender_mismatch
-    │   │   └── SignerNotTrusted          403 signer_not_trusted
+    │   │   ├── SignerNotTrusted          403 signer_not_trusted
+    │   │   └── ClearanceTooLow           403 clearance_too_low
     │   ├── NotFound                      404 not_found
     │   ├── DocumentConflict              409 document_conflict
     │   ├── PackageTooLarge               413 too_large
@@ -72,8 +75,20 @@ class InvalidAgencyCode(BadPackage):
     code = "invalid_agency_code"
 
 
+class ClassificationMismatch(BadPackage):
+    """The secrecy level the sender signed differs from the one declared for routing."""
+
+    code = "classification_mismatch"
+
+
 class BadRequest(ClientError):
     status, code = 400, "bad_request"
+
+
+class ReceiptMismatch(ClientError):
+    """A receipt's digest is not the digest of what was delivered to that recipient."""
+
+    status, code = 400, "receipt_mismatch"
 
 
 class SignatureRejected(ClientError):
@@ -102,6 +117,12 @@ class SenderMismatch(Forbidden):
 
 class SignerNotTrusted(Forbidden):
     code = "signer_not_trusted"
+
+
+class ClearanceTooLow(Forbidden):
+    """A recipient (or the successor it is forwarded to) may not receive this secrecy level."""
+
+    code = "clearance_too_low"
 
 
 class NotFound(ClientError):

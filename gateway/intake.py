@@ -7,6 +7,7 @@ signature covers → bind to the authenticated agency → registry → store.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 import time
@@ -15,13 +16,24 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from lxml import etree
 
 from gateway.agency import Registry, Resolution
 from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import verify_enveloped
+from gateway.crypto.xmlenc import EncryptionRecipient, encrypt_element
 from gateway.edxml import NS, Edoc, Status, parse_xml, read_package, validate_package
-from gateway.errors import BadRequest, Forbidden, NotFound, SenderMismatch, SignerNotTrusted
-from gateway.levels import Classification, Network
+from gateway.errors import (
+    BadRequest,
+    ClassificationMismatch,
+    ClearanceTooLow,
+    Forbidden,
+    NotFound,
+    ReceiptMismatch,
+    SenderMismatch,
+    SignerNotTrusted,
+)
+from gateway.levels import Classification, Network, StatusCode
 from gateway.ports import Clock, DocumentRecord, NewDelivery, NewDocument, NewEvent, NewRoute, Store, Trust
 
 SENDER_SIGNATURE_AT = f"./{{{NS}}}edXMLHeader/"
@@ -88,10 +100,13 @@ class Intake:
         self._max_bytes = max_bytes
         self._on_accepted = on_accepted
 
-    async def submit(self, agency: str, raw: bytes, *, about: str | None = None) -> Accepted:
+    async def submit(
+        self, agency: str, raw: bytes, *, about: str | None = None, declared: Classification | None = None
+    ) -> Accepted:
         """Check and store a package sent by ``agency`` (the TLS-authenticated caller).
 
-        ``about`` is the document id a status package must answer (from the URL).
+        ``about`` is the document id a status package must answer (from the URL);
+        ``declared`` is the secrecy level of the transport metadata, which must equal the signed one.
         """
         now = self._clock.now()
         root = parse_xml(raw, max_bytes=self._max_bytes)
@@ -127,19 +142,33 @@ class Intake:
         if isinstance(package, Edoc):
             if about is not None:
                 raise BadRequest("this endpoint takes a status package, not a document")
-            return await self._accept_edoc(package, raw, verified.signed_digest, signer, verify_event)
+            if package.classification is not (declared or Classification.NONE):
+                raise ClassificationMismatch(
+                    f"the package is signed as '{package.classification.slug}' but declared for routing as "
+                    f"'{(declared or Classification.NONE).slug}' (X-Classification header); they must match"
+                )
+            return await self._accept_edoc(package, root, raw, verified.signed_digest, signer, verify_event)
         if about is None:
             raise BadRequest("a status package goes to POST /v1/edocs/{id}/status, not /v1/edocs")
         return await self._accept_status(package, raw, verified.signed_digest, signer, verify_event, about)
 
     async def _accept_edoc(
-        self, pkg: Edoc, raw: bytes, digest: str, signer: CertIdentity, verified: NewEvent
+        self,
+        pkg: Edoc,
+        root: etree._Element,
+        raw: bytes,
+        digest: str,
+        signer: CertIdentity,
+        verified: NewEvent,
     ) -> Accepted:
         resolutions = [self._registry.resolve(code) for code in pkg.recipients]
-        doc_id = new_id()
         now = verified.at
+        await self._check_clearance(pkg, resolutions, verified)
+        doc_id = new_id()
         routes = plan_routes(resolutions)
         classified = pkg.classification is not Classification.NONE
+        # Sign-then-encrypt, before anything is stored: the database never holds the plaintext.
+        stored = self._encrypt_for(root, routes, now) if classified else raw
         events = [
             NewEvent(
                 "accepted",
@@ -187,7 +216,7 @@ class Intake:
             priority=pkg.priority,
             classification=pkg.classification,
             accepted_at=now,
-            package=raw,
+            package=stored,
             routes=routes,
             events=tuple(events),
         )
@@ -195,6 +224,50 @@ class Intake:
         if created:
             self._on_accepted()
         return _accepted(stored_id, created, routes)
+
+    async def _check_clearance(self, pkg: Edoc, resolutions: list[Resolution], verified: NewEvent) -> None:
+        """Refuse (and audit) a document that any final recipient is not cleared to receive."""
+        for res in resolutions:
+            if res.agency.clearance >= pkg.classification:
+                continue
+            via = f" (addressed as {res.addressed}, forwarded to its successor)" if res.redirected else ""
+            detail = {
+                "from": pkg.sender,
+                "document_id": pkg.document_id,
+                "recipient": res.agency.code,
+                "addressed": res.addressed,
+                "level": pkg.classification.slug,
+                "clearance": res.agency.clearance.slug,
+            }
+            await self._store.add_events(
+                [NewEvent("refused_clearance", verified.at, None, res.agency.code, verified.network, detail)]
+            )
+            raise ClearanceTooLow(
+                f"recipient {res.agency.code}{via} is cleared for '{res.agency.clearance.slug}', "
+                f"below this document's level '{pkg.classification.slug}'"
+            )
+
+    def _encrypt_for(self, root: etree._Element, routes: tuple[NewRoute, ...], now: datetime) -> bytes:
+        recipients = [
+            EncryptionRecipient(d.recipient, self._trust.encryption_certificate(d.recipient, at=now))
+            for route in routes
+            for d in route.deliveries
+        ]
+        return bytes(etree.tostring(encrypt_element(root, recipients)))
+
+    async def _check_receipt(self, pkg: Status, original: DocumentRecord, network: Network) -> None:
+        """A 01 must be over the digest of exactly what was delivered (mandatory when classified)."""
+        if pkg.delivered_digest is None:
+            if original.classification is not Classification.NONE:
+                raise ReceiptMismatch(
+                    "a 01 receipt for a classified document must carry gw:DeliveredDigest, "
+                    "the SHA-256 of the sealed transfer the recipient fetched"
+                )
+            return
+        sealed = await self._store.sealed_for(original.id, network)
+        expected = base64.b64encode(hashlib.sha256(sealed or b"").digest()).decode("ascii")
+        if sealed is None or pkg.delivered_digest.strip() != expected:
+            raise ReceiptMismatch(f"the receipt's digest is not that of document {original.id} as delivered")
 
     async def _accept_status(
         self, pkg: Status, raw: bytes, digest: str, signer: CertIdentity, verified: NewEvent, about: str
@@ -213,8 +286,11 @@ class Intake:
                 raise Forbidden(f"only the sender {original.sender} may ask to recall document {about}")
             targets = [d.recipient for d in deliveries]
         else:
-            if pkg.sender not in {d.recipient for d in deliveries}:
+            mine = next((d for d in deliveries if d.recipient == pkg.sender), None)
+            if mine is None:
                 raise Forbidden(f"agency {pkg.sender} is not a recipient of document {about}")
+            if pkg.code is StatusCode.ARRIVED:
+                await self._check_receipt(pkg, original, mine.network)
             targets = [original.sender]
         resolutions = [self._registry.resolve(code) for code in targets]
         doc = status_document(

@@ -23,7 +23,7 @@ from gateway.crypto.xmldsig import verify_enveloped
 from gateway.edxml import Organ, Status, build_status, parse_xml, read_package
 from gateway.errors import ClientError, Forbidden, GatewayError, NotFound
 from gateway.intake import SENDER_SIGNATURE_AT, status_document
-from gateway.levels import DeliveryState, Network, StatusCode
+from gateway.levels import Classification, DeliveryState, Network, StatusCode
 from gateway.ports import (
     Clock,
     DeliveryRecord,
@@ -92,7 +92,10 @@ class Mailbox:
             raise NotFound(f"document {doc_id} has no sealed copy for the {mine.network} network")
         now = self._clock.now()
         receipt = None
-        if doc.kind == "edoc" and mine.state is DeliveryState.DELIVERED:
+        # A classified document's 01 must come from the recipient's own system, after it has
+        # decrypted and verified it (gateway fetch does that); the gateway cannot vouch for it.
+        unclassified = doc.classification is Classification.NONE
+        if doc.kind == "edoc" and mine.state is DeliveryState.DELIVERED and unclassified:
             receipt = self._arrival_receipt(doc, mine, sealed)
         if await self._store.mark_fetched(doc_id, agency, now=now, receipt=receipt):
             await self._store.add_events([_fetched_event(doc_id, mine, now, receipt is not None)])
@@ -125,6 +128,17 @@ class Mailbox:
             resolutions=[self._registry.resolve(doc.sender)],
             now=now,
         )
+
+    async def report_failure(self, agency: str, doc_id: str, *, stage: str, reason: str) -> None:
+        """Record that a recipient could not open what it fetched (bad key, altered ciphertext...)."""
+        _, deliveries = await self._visible(agency, doc_id)
+        mine = next((d for d in deliveries if d.recipient == agency), None)
+        if mine is None:
+            raise Forbidden(f"agency {agency} is not a recipient of document {doc_id}")
+        printable = "".join(ch for ch in reason if ch.isprintable())[:300]
+        detail = {"stage": "".join(ch for ch in stage if ch.isalnum() or ch == "_")[:32], "reason": printable}
+        event = NewEvent("recipient_failed", self._clock.now(), doc_id, agency, mine.network.value, detail)
+        await self._store.add_events([event])
 
     async def receipts(self, agency: str, doc_id: str) -> dict[str, Any]:
         """Per recipient: delivery state, forwarding, and each status with its signer and verdict."""

@@ -19,6 +19,7 @@ from gateway.agency import DEMO_AGENCIES, AgencyState, Registry, load_registry, 
 from gateway.api import Api, make_app, server_tls_context
 from gateway.config import CONFIG_FILE, DEFAULT_CONFIG, Config, load_config
 from gateway.courier import Carrier, Courier, ProcessCarrier, ThreadCarrier
+from gateway.errors import CryptoError
 from gateway.intake import Intake
 from gateway.levels import Network
 from gateway.mailbox import Mailbox
@@ -45,10 +46,18 @@ def init_home(home: Path, *, now: datetime) -> list[str]:
     return created
 
 
+def refuse_exposed_keys(certs_dir: Path) -> None:
+    """Refuse to start while any private key file can be read by group or others."""
+    for path in sorted(certs_dir.rglob("*.key")):
+        if path.stat().st_mode & 0o077:
+            raise CryptoError(f"private key {path} is readable by others; run: chmod 600 {path}")
+
+
 class Node:
     """A single-process gateway node serving every network (the embedded default)."""
 
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+        refuse_exposed_keys(config.certs)
         self.config = config
         self.clock = clock or SystemClock()
         self.registry: Registry = load_registry(config.registry)

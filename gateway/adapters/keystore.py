@@ -89,7 +89,6 @@ class FileTrust:
             raise Unauthenticated(f"client certificate refused: {exc}") from exc
         return identity
 
-
     def encryption_certificate(self, code: str, *, at: datetime) -> x509.Certificate:
         """The current encryption certificate of agency ``code``, checked for the ``encrypt`` role."""
         if self._certs_dir is None:

@@ -432,6 +432,18 @@ class SqlStore:
 
         return await self._read(op)
 
+    async def events_of_kind(self, kind: str, *, limit: int = 1000) -> list[EventRecord]:
+        """Events of one kind, oldest first (refusals and certificate events have no document)."""
+
+        def op(conn: Connection) -> list[EventRecord]:
+            rows = conn.execute(select(E).where(E.c.kind == kind).order_by(E.c.seq).limit(limit))
+            return [
+                EventRecord(r.seq, r.kind, r.at, r.document, r.recipient, r.network, json.loads(r.detail))
+                for r in rows
+            ]
+
+        return await self._read(op)
+
 
 class _DocView:
     """A joined delivery+document row seen as a document row (the join shares column names)."""

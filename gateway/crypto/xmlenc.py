@@ -78,6 +78,11 @@ _NS = {"xenc": XENC, "xenc11": XENC11, "ds": DS, "dsig11": DSIG11}
 _OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 _CONCAT_KDF_FIELDS = ("AlgorithmID", "PartyUInfo", "PartyVInfo", "SuppPubInfo", "SuppPrivInfo")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})*")
+# Where an EncryptedKey names its recipient's certificate: key transport, then key agreement.
+_CERT_PATHS = (
+    "ds:KeyInfo/ds:X509Data/ds:X509Certificate",
+    "ds:KeyInfo/xenc:AgreementMethod/xenc:RecipientKeyInfo/ds:X509Data/ds:X509Certificate",
+)
 
 
 class DecryptionFailed(CryptoError):
@@ -188,11 +193,12 @@ def _encrypted_key(content_key: bytes, r: EncryptionRecipient) -> etree._Element
         key_info = etree.SubElement(ek, _d("KeyInfo"))
         _x509_data(key_info, r.certificate)
         wrapped = public.encrypt(content_key, _OAEP)
-    else:
-        assert isinstance(public, ec.EllipticCurvePublicKey)  # _check_recipient_key ran
+    elif isinstance(public, ec.EllipticCurvePublicKey):
         etree.SubElement(ek, _x("EncryptionMethod"), {"Algorithm": KW_AES256})
         key_info = etree.SubElement(ek, _d("KeyInfo"))
         wrapped = _ecdh_wrap(content_key, public, r, key_info)
+    else:  # _check_recipient_key refused it already
+        raise EncryptionFailed(f"certificate {_short(r.certificate)}: unsupported key type")
     _cipher_data(ek, wrapped)
     return ek
 
@@ -269,6 +275,10 @@ def decrypt_element(
         raise MalformedEncryptedData(f"only Type={TYPE_ELEMENT} is supported, not {encrypted.get('Type')!r}")
     _require_algorithm(encrypted.find("xenc:EncryptionMethod", _NS), AES256_GCM, "content encryption")
     sealed = _cipher_value(encrypted, "the EncryptedData")
+    if len(sealed) < IV_BYTES + TAG_BYTES:
+        raise MalformedEncryptedData(
+            f"the CipherValue is {len(sealed)} bytes; AES-GCM needs at least {IV_BYTES + TAG_BYTES}"
+        )
     _require_own_key(private_key, certificate)
 
     ek = _encrypted_key_for(encrypted, certificate)
@@ -282,10 +292,6 @@ def decrypt_element(
             f"{len(content_key)} bytes; AES-256-GCM needs {CONTENT_KEY_BYTES}"
         )
 
-    if len(sealed) < IV_BYTES + TAG_BYTES:
-        raise MalformedEncryptedData(
-            f"the CipherValue is {len(sealed)} bytes; AES-GCM needs at least {IV_BYTES + TAG_BYTES}"
-        )
     try:
         plaintext = AESGCM(content_key).decrypt(sealed[:IV_BYTES], sealed[IV_BYTES:], None)
     except InvalidTag:
@@ -318,11 +324,7 @@ def _encrypted_key_for(encrypted: etree._Element, certificate: x509.Certificate)
     wanted = certificate.public_bytes(serialization.Encoding.DER)
     found: list[etree._Element] = []
     for ek in encrypted.iterfind("ds:KeyInfo/xenc:EncryptedKey", _NS):
-        paths = (
-            "ds:KeyInfo/ds:X509Data/ds:X509Certificate",
-            "ds:KeyInfo/xenc:AgreementMethod/xenc:RecipientKeyInfo/ds:X509Data/ds:X509Certificate",
-        )
-        for path in paths:
+        for path in _CERT_PATHS:
             if any(_b64decode_or_none(node.text) == wanted for node in ek.iterfind(path, _NS)):
                 found.append(ek)
                 break
@@ -337,9 +339,7 @@ def _encrypted_key_for(encrypted: etree._Element, certificate: x509.Certificate)
 
 def _unwrap_rsa(ek: etree._Element, key: rsa.RSAPrivateKey, cert: x509.Certificate) -> bytes:
     who = f"the EncryptedKey for certificate {_short(cert)}"
-    method = ek.find("xenc:EncryptionMethod", _NS)
-    _require_algorithm(method, RSA_OAEP, "key transport")
-    assert method is not None
+    method = _require_algorithm(ek.find("xenc:EncryptionMethod", _NS), RSA_OAEP, "key transport")
     # Absent DigestMethod / MGF mean SHA-1 by the spec's defaults: refuse rather than assume.
     _require_algorithm(method.find("ds:DigestMethod", _NS), SHA256, "RSA-OAEP digest")
     _require_algorithm(method.find("xenc11:MGF", _NS), MGF1_SHA256, "RSA-OAEP mask generation")
@@ -364,9 +364,7 @@ def _unwrap_ecdh(ek: etree._Element, key: ec.EllipticCurvePrivateKey, cert: x509
     _require_algorithm(agreement, ECDH_ES, "key agreement")
     if agreement.find("xenc:KA-Nonce", _NS) is not None:
         raise MalformedEncryptedData(f"{who}: a KA-Nonce is not used with ECDH-ES")
-    kdm = agreement.find("xenc11:KeyDerivationMethod", _NS)
-    _require_algorithm(kdm, CONCAT_KDF, "key derivation")
-    assert kdm is not None
+    kdm = _require_algorithm(agreement.find("xenc11:KeyDerivationMethod", _NS), CONCAT_KDF, "key derivation")
     params = kdm.find("xenc11:ConcatKDFParams", _NS)
     if params is None:
         raise MalformedEncryptedData(f"{who} has no xenc11:ConcatKDFParams")
@@ -408,12 +406,12 @@ def _read_bitstring(value: str | None, name: str, who: str) -> bytes:
     return bytes.fromhex(value[2:])
 
 
-def _require_algorithm(node: etree._Element | None, expected: str, what: str) -> None:
+def _require_algorithm(node: etree._Element | None, expected: str, what: str) -> etree._Element:
     if node is None:
         raise MalformedEncryptedData(f"no {what} algorithm is given; {expected} is required")
     uri = node.get("Algorithm", "")
     if uri == expected:
-        return
+        return node
     if uri in REFUSED_ALGORITHMS:
         raise AlgorithmRefused(
             f"{what} algorithm {uri} is refused: {REFUSED_ALGORITHMS[uri]}; use {expected}"
