@@ -98,6 +98,7 @@ class NewDocument:
     package: bytes
     routes: tuple[NewRoute, ...]
     events: tuple[NewEvent, ...]
+    due_at: datetime | None = None  # DueDate, or the time set for a Hỏa tốc hẹn giờ delivery
 
 
 @dataclass(frozen=True)

@@ -240,7 +240,7 @@ class SqlStore:
             candidates = (
                 select(R.c.id)
                 .where(R.c.state == "pending", or_(R.c.claimed_until.is_(None), R.c.claimed_until < now))
-                .order_by(R.c.priority.desc(), R.c.id)
+                .order_by(R.c.priority.desc(), R.c.fair_rank, R.c.id)
                 .limit(limit)
             )
             if conn.dialect.name == "postgresql":
@@ -257,7 +257,7 @@ class SqlStore:
                 select(R.c.id.label("route_id"), R.c.network.label("target"), R.c.attempts.label("tries"), D)
                 .join(D, D.c.id == R.c.document)
                 .where(R.c.id.in_(ids))
-                .order_by(R.c.priority.desc(), R.c.id)
+                .order_by(R.c.priority.desc(), R.c.fair_rank, R.c.id)
             ).all()
             recipients: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
             for d in conn.execute(select(V.c.route, V.c.recipient, V.c.addressed).where(V.c.route.in_(ids))):
@@ -456,6 +456,17 @@ class _DocView:
         return self._m[column]
 
 
+def _fair_rank(conn: Connection, sender: str, priority: int) -> int:
+    """Start-time fair queueing within one urgency: a sender's next document ranks one after its
+    previous pending one, but never before the lane's current head. So a 10,000-document batch
+    takes ranks head..head+9,999 while another sender's single document takes the head rank and
+    is carried right after the batch's first, not after all of it."""
+    lane = and_(R.c.state == "pending", R.c.priority == priority)
+    head = conn.execute(select(func.min(R.c.fair_rank)).where(lane)).scalar() or 0
+    last = conn.execute(select(func.max(R.c.fair_rank)).where(lane, R.c.sender == sender)).scalar()
+    return head if last is None else max(head, int(last) + 1)
+
+
 def _insert_document(conn: Connection, doc: NewDocument) -> None:
     conn.execute(
         D.insert().values(
@@ -474,13 +485,20 @@ def _insert_document(conn: Connection, doc: NewDocument) -> None:
             classification=int(doc.classification),
             size=len(doc.package),
             accepted_at=doc.accepted_at,
+            due_at=doc.due_at,
             package=doc.package,
         )
     )
+    rank = _fair_rank(conn, doc.sender, int(doc.priority))
     for route in doc.routes:
         route_id = conn.execute(
             R.insert().values(
-                document=doc.id, network=route.network.value, state="pending", priority=int(doc.priority)
+                document=doc.id,
+                network=route.network.value,
+                state="pending",
+                priority=int(doc.priority),
+                sender=doc.sender,
+                fair_rank=rank,
             )
         ).inserted_primary_key[0]  # type: ignore[index]
         conn.execute(

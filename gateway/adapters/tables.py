@@ -50,6 +50,7 @@ class DocumentRow(SQLModel, table=True):
     response_for: str | None = Field(default=None, max_length=32, index=True)
     status_code: str | None = Field(default=None, max_length=2)
     signed_digest: str = Field(max_length=64)
+    due_at: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
     signer: str = Field(max_length=120)
     subject: str | None = Field(default=None)
     priority: int
@@ -63,8 +64,10 @@ class RouteRow(SQLModel, table=True):
     __tablename__ = "routes"
     __table_args__ = (
         UniqueConstraint("document", "network", name="uq_routes_document_network"),
-        # The claim query: pending work, most urgent first, then oldest.
-        Index("ix_routes_claim", "state", "priority", "id"),
+        # The claim query: pending work, most urgent first, then fairly between senders, then oldest.
+        Index("ix_routes_claim", "state", "priority", "fair_rank", "id"),
+        # Where each sender stands in its lane (start-time fair queueing, see sqlstore._fair_rank).
+        Index("ix_routes_sender_lane", "state", "priority", "sender", "fair_rank"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -72,6 +75,8 @@ class RouteRow(SQLModel, table=True):
     network: str = Field(max_length=16)
     state: str = Field(max_length=16)  # pending | done | quarantined | failed
     priority: int
+    sender: str = Field(default="", max_length=35)
+    fair_rank: int = 0
     attempts: int = 0
     claimed_by: str | None = Field(default=None, max_length=64)
     claimed_until: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
