@@ -16,9 +16,17 @@ from typing import Any
 from aiohttp import web
 
 from gateway.agency import Registry
-from gateway.errors import BadRequest, ClientError, Forbidden, PackageTooLarge, Unauthenticated
+from gateway.errors import (
+    BadRequest,
+    ClientError,
+    Forbidden,
+    PackageTooLarge,
+    TooManyRequests,
+    Unauthenticated,
+)
 from gateway.intake import Accepted, Intake
 from gateway.levels import Classification
+from gateway.limits import SubmissionLimiter, retry_after_header
 from gateway.mailbox import Mailbox
 from gateway.ports import Clock, EventRecord, InboxItem, Store, Trust
 
@@ -50,6 +58,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             extra={"request_id": request_id},
         )
         response = _error(exc.status, exc.code, exc.message, request_id)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = retry_after_header(exc.retry_after)
     except web.HTTPRequestEntityTooLarge:
         too_large = PackageTooLarge(f"the request body exceeds the limit of {request.app[MAX_BYTES]} bytes")
         response = _error(too_large.status, too_large.code, too_large.message, request_id)
@@ -71,8 +81,16 @@ class Api:
     """Request handlers; each authenticates the calling agency from its TLS client certificate."""
 
     def __init__(
-        self, intake: Intake, mailbox: Mailbox, registry: Registry, trust: Trust, store: Store, clock: Clock
+        self,
+        intake: Intake,
+        mailbox: Mailbox,
+        registry: Registry,
+        trust: Trust,
+        store: Store,
+        clock: Clock,
+        limiter: SubmissionLimiter | None = None,
     ) -> None:
+        self._limiter = limiter
         self._intake = intake
         self._mailbox = mailbox
         self._registry = registry
@@ -91,8 +109,18 @@ class Api:
             raise Forbidden(f"{identity.code} is not an active agency of this gateway")
         return agency.code
 
+    def _admit(self, agency: str) -> None:
+        wait = self._limiter.take(agency) if self._limiter else 0.0
+        if wait > 0:
+            raise TooManyRequests(
+                f"agency {agency} is over its submission limit; nothing was stored, send again in "
+                f"{retry_after_header(wait)} s",
+                retry_after=wait,
+            )
+
     async def submit(self, request: web.Request) -> web.Response:
         agency = self.agency_of(request)
+        self._admit(agency)
         declared = request.headers.get("X-Classification")
         try:
             level = Classification.from_slug(declared.strip()) if declared else None

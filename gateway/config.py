@@ -28,6 +28,8 @@ registry = "registry.csv"      # the agency registry; edit it and restart
 certs = "certs_dev"            # dev PKI created by `gateway init`
 max_package_bytes = 52428800   # 50 MiB
 sqlite_synchronous = "FULL"    # FULL: an accepted document survives power loss, not only a crash
+submit_rate = 100.0            # documents/s each agency may sustain (0: no limit); above: 429
+submit_burst = 2000            # ... and how many it may send at once above that rate
 carriers = {DEFAULT_CARRIERS}                   # processes that seal and verify (0: a thread)
 """
 
@@ -44,6 +46,8 @@ class Config:
     max_package_bytes: int = 50 * 1024 * 1024
     sqlite_synchronous: str = "FULL"
     carriers: int = 0
+    submit_rate: float = 100.0
+    submit_burst: int = 2000
 
     @property
     def database_url(self) -> str:
@@ -82,6 +86,8 @@ def load_config(home: Path) -> Config:
         "max_package_bytes",
         "sqlite_synchronous",
         "carriers",
+        "submit_rate",
+        "submit_burst",
     }
     unknown = set(data) - known
     if unknown:
@@ -98,6 +104,8 @@ def load_config(home: Path) -> Config:
             max_package_bytes=int(data.get("max_package_bytes", 50 * 1024 * 1024)),
             sqlite_synchronous=str(data.get("sqlite_synchronous", "FULL")).upper(),
             carriers=int(data.get("carriers", 0)),
+            submit_rate=float(data.get("submit_rate", 100.0)),
+            submit_burst=int(data.get("submit_burst", 2000)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc

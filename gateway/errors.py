@@ -26,6 +26,7 @@ called them (``raise ... from exc``); core code never sees them.
     │   ├── NotFound                      404 not_found
     │   ├── DocumentConflict              409 document_conflict
     │   ├── PackageTooLarge               413 too_large
+    │   ├── TooManyRequests               429 rate_limited (with Retry-After)
     │   └── RecipientRejected             422 recipient_rejected
     │       ├── UnknownRecipient          422 unknown_recipient
     │       └── InactiveRecipient         422 inactive_recipient
@@ -135,6 +136,16 @@ class DocumentConflict(ClientError):
 
 class PackageTooLarge(ClientError):
     status, code = 413, "too_large"
+
+
+class TooManyRequests(ClientError):
+    """The agency exceeded its submission limit; nothing was stored, retry after ``retry_after`` s."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class RecipientRejected(ClientError):

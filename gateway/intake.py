@@ -22,6 +22,7 @@ from gateway.agency import Registry, Resolution
 from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.crypto.xmlenc import EncryptionRecipient, encrypt_element
+from gateway.deadlines import due_at
 from gateway.edxml import NS, Edoc, Status, parse_xml, read_package, validate_package
 from gateway.errors import (
     BadRequest,
@@ -219,6 +220,7 @@ class Intake:
             package=stored,
             routes=routes,
             events=tuple(events),
+            due_at=due_at(pkg.due),
         )
         stored_id, created = await self._store.accept(doc)
         if created:

@@ -19,9 +19,11 @@ from gateway.agency import DEMO_AGENCIES, AgencyState, Registry, load_registry, 
 from gateway.api import Api, make_app, server_tls_context
 from gateway.config import CONFIG_FILE, DEFAULT_CONFIG, Config, load_config
 from gateway.courier import Carrier, Courier, ProcessCarrier, ThreadCarrier
+from gateway.deadlines import DeadlineWatcher
 from gateway.errors import CryptoError
 from gateway.intake import Intake
 from gateway.levels import Network
+from gateway.limits import Limit, SubmissionLimiter
 from gateway.mailbox import Mailbox
 from gateway.ports import Clock, SystemClock
 
@@ -86,9 +88,12 @@ class Node:
         self.mailbox = Mailbox(
             self.registry, self.store, self.adapters, self.trust, self.clock, on_accepted=self.courier.wake
         )
-        self.api = Api(self.intake, self.mailbox, self.registry, self.trust, self.store, self.clock)
+        limiter = SubmissionLimiter(Limit(config.submit_rate, config.submit_burst), self.clock)
+        self.api = Api(self.intake, self.mailbox, self.registry, self.trust, self.store, self.clock, limiter)
         self._runner: web.AppRunner | None = None
         self._courier_task: asyncio.Task[None] | None = None
+        self._deadline_task: asyncio.Task[None] | None = None
+        self.deadlines = DeadlineWatcher(self.store, self.clock)
         self.port: int = config.port
 
     def app(self) -> web.Application:
@@ -108,14 +113,16 @@ class Node:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         self._courier_task = asyncio.create_task(self.courier.run(), name="courier")
+        self._deadline_task = asyncio.create_task(self.deadlines.run(), name="deadlines")
         log.info("gateway node %s listening on https://%s:%d", self.config.node, self.config.host, self.port)
         return self.port
 
     async def stop(self) -> None:
-        if self._courier_task is not None:
-            self._courier_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._courier_task
+        for task in (self._courier_task, self._deadline_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._runner is not None:
             await self._runner.cleanup()
         self.courier.close()

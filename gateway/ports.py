@@ -168,6 +168,18 @@ class EventRecord:
     detail: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class AtRisk:
+    """A delivery whose document is due soon (or overdue) and not yet fetched or answered 03."""
+
+    document: str
+    recipient: str
+    network: Network
+    due_at: datetime
+    fetched_at: datetime | None
+    flagged: frozenset[str]  # deadline kinds already in the trace for this recipient
+
+
 class Store(Protocol):
     """Durable state of one gateway node. Every method is one transaction."""
 
@@ -213,5 +225,7 @@ class Store(Protocol):
     async def events(self, doc_id: str) -> list[EventRecord]: ...
 
     async def add_events(self, events: Sequence[NewEvent]) -> None: ...
+
+    async def deadlines_at_risk(self, *, until: datetime) -> list[AtRisk]: ...
 
     async def close(self) -> None: ...

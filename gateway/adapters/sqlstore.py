@@ -26,6 +26,7 @@ from gateway.adapters.tables import METADATA, DeliveryRow, DocumentRow, EventRow
 from gateway.errors import ClientError, DocumentConflict, StoreError
 from gateway.levels import Classification, DeliveryState, Network, Priority
 from gateway.ports import (
+    AtRisk,
     Carried,
     DeliveryRecord,
     DocumentRecord,
@@ -441,6 +442,51 @@ class SqlStore:
                 EventRecord(r.seq, r.kind, r.at, r.document, r.recipient, r.network, json.loads(r.detail))
                 for r in rows
             ]
+
+        return await self._read(op)
+
+    async def deadlines_at_risk(self, *, until: datetime) -> list[AtRisk]:
+        answered = ("02", "03", "04", "05", "06")  # any of these means the recipient has responded
+
+        def op(conn: Connection) -> list[AtRisk]:
+            status = D.alias("status")
+            rows = conn.execute(
+                select(D.c.id, D.c.due_at, V.c.recipient, V.c.network, V.c.fetched_at)
+                .join(V, V.c.document == D.c.id)
+                .where(
+                    D.c.kind == "edoc",
+                    D.c.due_at.is_not(None),
+                    D.c.due_at <= until,
+                    V.c.state.in_(
+                        [
+                            DeliveryState.PENDING.value,
+                            DeliveryState.DELIVERED.value,
+                            DeliveryState.FETCHED.value,
+                        ]
+                    ),
+                    ~select(status.c.id)
+                    .where(
+                        status.c.response_for == D.c.id,
+                        status.c.sender == V.c.recipient,
+                        status.c.status_code.in_(answered),
+                    )
+                    .exists(),
+                )
+                .order_by(D.c.due_at)
+            ).all()
+            flags: dict[tuple[str, str], set[str]] = {}
+            if rows:
+                for ev in conn.execute(
+                    select(E.c.document, E.c.recipient, E.c.kind).where(
+                        E.c.document.in_({r.id for r in rows}), E.c.kind.in_(("deadline_near", "overdue"))
+                    )
+                ):
+                    flags.setdefault((ev.document, ev.recipient), set()).add(ev.kind)
+            return [
+                AtRisk(r.id, r.recipient, Network(r.network), r.due_at, r.fetched_at,
+                       frozenset(flags.get((r.id, r.recipient), ())))
+                for r in rows
+            ]  # fmt: skip
 
         return await self._read(op)
 

@@ -50,7 +50,7 @@ class DocumentRow(SQLModel, table=True):
     response_for: str | None = Field(default=None, max_length=32, index=True)
     status_code: str | None = Field(default=None, max_length=2)
     signed_digest: str = Field(max_length=64)
-    due_at: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
+    due_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True, index=True))
     signer: str = Field(max_length=120)
     subject: str | None = Field(default=None)
     priority: int
