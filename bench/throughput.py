@@ -29,7 +29,7 @@ from gateway.agent import sign_package
 from gateway.config import load_config
 from gateway.edxml import NewEdoc, Organ, build_edoc
 from gateway.node import init_home
-from tests.conftest import client_context
+from tests.conftest import client_context, set_setting
 from tests.test_restart import free_port
 
 SENDER = "000.00.00.G22"
@@ -47,6 +47,7 @@ def peak_rss_mb(pid: int) -> float:
 async def run(n: int, concurrency: int, recipients: list[str]) -> None:
     home = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     init_home(home, now=datetime.now(UTC))
+    set_setting(home, "submit_rate", "0")  # one sender is the whole load here: no per-agency limit
     config = load_config(home)
     now = datetime.now(UTC)
     t0 = time.perf_counter()

@@ -75,7 +75,7 @@ class Node:
         else:
             carrier = ThreadCarrier(self.adapters, self.clock)
         self.courier = Courier(
-            self.store, carrier, self.clock, node=config.node, lanes=max(2, config.carriers + 1)
+            self.store, carrier, self.clock, node=config.node, batch=8, lanes=max(2, config.carriers + 1)
         )
         self.intake = Intake(
             self.registry,
