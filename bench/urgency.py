@@ -79,7 +79,6 @@ async def run(n: int) -> None:
         )
 
         # Fairness: one sender floods; another sends a document every so often meanwhile.
-        await queue(node, flood, G22)
         latencies: list[float] = []
 
         async def steady_sender() -> None:
@@ -91,8 +90,11 @@ async def run(n: int) -> None:
                 await asyncio.sleep(0.05)
 
         t = time.perf_counter()
+        flooding = asyncio.create_task(queue(node, flood, G22))
+        await asyncio.sleep(0.5)  # the flood is under way
         await steady_sender()
         flood_left = await node.store.pending_routes()
+        await flooding
         await drained(node)
         latencies.sort()
         print(
