@@ -99,10 +99,10 @@ def open_delivery(
 
     verified, _ = verify_enveloped(parse_xml(sealed), location="./", check_certificate=seal_check)
     transfer = read_transfer(verified.signed)
-    carried = transfer.package
+    package = transfer.package
+    carried = parse_xml(package)
     if carried.tag == f"{{{XENC}}}EncryptedData":
-        carried = _decrypt(carried, decryption_keys)
-    package = bytes(etree.tostring(carried, xml_declaration=True, encoding="UTF-8"))
+        package = bytes(etree.tostring(_decrypt(carried, decryption_keys), encoding="UTF-8"))
 
     def sender_check(cert: x509.Certificate) -> CertIdentity:
         return trust.signer(cert, at=at)

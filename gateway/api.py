@@ -8,14 +8,15 @@ else is a 500 that names only the request id (the log has the rest).
 from __future__ import annotations
 
 import logging
-import secrets
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from gateway import logs
 from gateway.agency import Registry
+from gateway.crossing import Crossing
 from gateway.errors import (
     BadRequest,
     ClientError,
@@ -25,8 +26,9 @@ from gateway.errors import (
     Unauthenticated,
 )
 from gateway.intake import Accepted, Intake
-from gateway.levels import Classification
+from gateway.levels import Classification, Network
 from gateway.limits import SubmissionLimiter, retry_after_header
+from gateway.logs import clean_request_id
 from gateway.mailbox import Mailbox
 from gateway.ports import Clock, EventRecord, InboxItem, Store, Trust
 
@@ -43,8 +45,20 @@ def _error(status: int, code: str, message: str, request_id: str) -> web.Respons
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    request_id = clean_request_id(request.headers.get("X-Request-Id"))
     request[REQUEST_ID] = request_id
+    # Every log line and delivery-log record written for this request names it (gateway.logs).
+    context = (logs.REQUEST_ID.set(request_id), logs.DOCUMENT.set(request.match_info.get("id")))
+    try:
+        response = await _handle(request, handler, request_id)
+    finally:
+        logs.REQUEST_ID.reset(context[0])
+        logs.DOCUMENT.reset(context[1])
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+async def _handle(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     try:
         response = await handler(request)
     except ClientError as exc:
@@ -73,7 +87,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             "unhandled error on %s %s", request.method, request.path, extra={"request_id": request_id}
         )
         response = _error(500, "internal", f"internal error; quote request id {request_id}", request_id)
-    response.headers["X-Request-Id"] = request_id
     return response
 
 
@@ -89,8 +102,13 @@ class Api:
         store: Store,
         clock: Clock,
         limiter: SubmissionLimiter | None = None,
+        *,
+        network: Network | None = None,
+        crossing: Crossing | None = None,
     ) -> None:
         self._limiter = limiter
+        self._network = network
+        self._crossing = crossing
         self._intake = intake
         self._mailbox = mailbox
         self._registry = registry
@@ -107,7 +125,30 @@ class Api:
         agency = self._registry.get(identity.code)
         if agency is None or agency.state != "active":
             raise Forbidden(f"{identity.code} is not an active agency of this gateway")
+        if self._network is not None and agency.network is not self._network:
+            raise Forbidden(
+                f"agency {agency.code} belongs to the {agency.network} network; "
+                f"this is the {self._network} node"
+            )
         return agency.code
+
+    def _peer_cert(self, request: web.Request) -> bytes:
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) else None
+        if not der:
+            raise Unauthenticated(
+                "no client certificate: a peer node connects with its adapter's TLS certificate"
+            )
+        return bytes(der)
+
+    async def receive_transfer(self, request: web.Request) -> web.Response:
+        """A peer node hands over a sealed transfer for this network (the crossing of a bridge)."""
+        if self._crossing is None:
+            raise Forbidden("this node serves every network itself and takes no transfers from peers")
+        identity = self._trust.client(self._peer_cert(request), at=self._clock.now())
+        from_network = self._crossing.peer_network(identity)
+        taken = await self._crossing.take_over(await request.read(), from_network=from_network)
+        return web.json_response({"id": taken.id, "stored": True}, status=201 if taken.created else 200)
 
     def _admit(self, agency: str) -> None:
         wait = self._limiter.take(agency) if self._limiter else 0.0
@@ -261,6 +302,7 @@ def make_app(api: Api, *, max_bytes: int) -> web.Application:
     app.router.add_post("/v1/edocs/{id}/failures", api.report_failure)
     app.router.add_get("/v1/edocs/{id}/trace", api.trace)
     app.router.add_get("/v1/agencies", api.agencies)
+    app.router.add_post("/v1/transfers", api.receive_transfer)
     app.router.add_get("/healthz", api.healthz)
     return app
 

@@ -11,14 +11,17 @@ import json
 import secrets
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 from lxml import etree
 
+from gateway import oversight_cli
 from gateway.config import load_config, resolve_home
 from gateway.errors import GatewayError
+from gateway.levels import Network
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
@@ -38,11 +41,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--home", help="directory holding all state (default: $GATEWAY_HOME or the current directory)"
     )
+    p.add_argument("--config", help="configuration file (default: HOME/gateway.toml)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("init", help="create config, demo registry and dev PKI (safe to run twice)")
     serve = sub.add_parser("serve", help="run the gateway node")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--log-format", choices=["json", "text"], default="json", help="default: JSON lines")
+    serve.add_argument(
+        "--network", choices=["party", "government", "front"], help="run as the node of this network only"
+    )
 
     agencies = sub.add_parser("agencies", help="read the agency registry")
     agencies_sub = agencies.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -90,9 +98,12 @@ def _build_parser() -> argparse.ArgumentParser:
     receipts.add_argument("id")
     receipts.add_argument("--json", action="store_true")
 
-    trace = sub.add_parser("trace", help="a document's trace, read from this node's database")
-    trace.add_argument("id")
-    trace.add_argument("--json", action="store_true")
+    deliveries = sub.add_parser("deliveries", help="operator actions on deliveries")
+    deliveries_sub = deliveries.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    retry = deliveries_sub.add_parser("retry", help="re-drive the failed deliveries of a document")
+    retry.add_argument("id")
+
+    oversight_cli.register(sub)  # trace, audit, operator
     return p
 
 
@@ -120,8 +131,15 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
 
     if args.command == "init":
         return commands.init(home)
-    config = load_config(home)
+    if args.command in oversight_cli.COMMANDS:  # `audit verify --file` runs without a home
+        return oversight_cli.run(
+            args, lambda: load_config(home, Path(args.config).resolve() if args.config else None)
+        )
+    config = load_config(home, Path(args.config).resolve() if args.config else None)
+    if getattr(args, "network", None) and args.command == "serve":
+        config = replace(config, network=Network(args.network))
     handler = {
+        "deliveries": commands.deliveries,
         "serve": commands.serve,
         "agencies": commands.agencies,
         "send": commands.send,
@@ -129,7 +147,6 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
         "fetch": commands.fetch,
         "status": commands.status,
         "receipts": commands.receipts,
-        "trace": commands.trace,
     }[args.command]
     return handler(config, args)
 

@@ -6,21 +6,20 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import mimetypes
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway import logs
 from gateway.adapters.devpki import agency_paths
 from gateway.adapters.keystore import FileTrust
 from gateway.adapters.sqlstore import SqlStore
 from gateway.agency import AgencyCode, Registry, load_registry
 from gateway.agent import arrival_receipt, decryption_keys, open_delivery, sign_package
-from gateway.api import agency_view, event_view
+from gateway.api import agency_view
 from gateway.cli import default_document_id, is_signed, print_json
 from gateway.client import AgencyClient
 from gateway.config import Config
@@ -45,7 +44,7 @@ def init(home: Path) -> int:
 
 
 def serve(config: Config, args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(json_lines=args.log_format == "json")
     print(f"gateway: home {config.home}; send a first document from another terminal with:")
     print(
         f"  gateway --home {config.home} send --as 000.00.00.G22 --to 000.00.00.A01 "
@@ -251,26 +250,20 @@ def receipts(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def trace(config: Config, args: argparse.Namespace) -> int:
-    async def read() -> list[Any]:
+def deliveries(config: Config, args: argparse.Namespace) -> int:
+    """``gateway deliveries retry ID``: failed routes back to pending; the running node carries them."""
+
+    async def redrive() -> int:
         store = SqlStore(config.database_url, synchronous=config.sqlite_synchronous)
         try:
-            return await store.events(args.id)
+            return await store.redrive(args.id, now=datetime.now(UTC), by=os.environ.get("USER", "operator"))
         finally:
             await store.close()
 
-    events = asyncio.run(read())
-    if not events:
-        raise NotFound(f"no events for document {args.id} in {config.database_url}")
-    if args.json:
-        print_json({"id": args.id, "events": [event_view(e) for e in events]})
-        return 0
-    first = events[0].at
-    for e in events:
-        offset = (e.at - first).total_seconds() * 1000
-        where = " ".join(x for x in (e.network or "", e.recipient or "") if x)
-        detail = ", ".join(f"{k}={v}" for k, v in e.detail.items())
-        print(f"{_local(e.at.isoformat())}  +{offset:8.1f} ms  {e.kind:<14} {where:<28} {detail}")
+    count = asyncio.run(redrive())
+    if not count:
+        raise NotFound(f"document {args.id} has no failed delivery on this node")
+    print(f"{args.id}: {count} failed route(s) re-driven; the node carries them again")
     return 0
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.levels import Network
 
 CONFIG_FILE = "gateway.toml"
 DEFAULT_PORT = 8443
@@ -48,14 +50,15 @@ class Config:
     carriers: int = 0
     submit_rate: float = 100.0
     submit_burst: int = 2000
+    network: Network | None = None  # None: one node serves all three networks (embedded default)
+    peers: Mapping[Network, str] = field(default_factory=dict)  # network -> https URL of its node
+    give_up_after: float = 86_400.0  # seconds a route may wait for a peer before it is marked failed
+    lease_seconds: float = 60.0  # how long a claim holds before another replica may take the work
 
     @property
     def database_url(self) -> str:
-        """SQLite paths are taken relative to the home directory."""
-        prefix = "sqlite:///"
-        if self.database.startswith(prefix) and not self.database[len(prefix) :].startswith("/"):
-            return prefix + str(self.home / self.database[len(prefix) :])
-        return self.database
+        """The database URL, SQLite paths made absolute (relative to the config file's folder)."""
+        return _relative_sqlite(self.database, self.home)
 
     @property
     def url(self) -> str:
@@ -68,44 +71,58 @@ def resolve_home(arg: str | None) -> Path:
     return Path(arg or os.environ.get("GATEWAY_HOME") or ".").resolve()
 
 
-def load_config(home: Path) -> Config:
-    path = home / CONFIG_FILE
+KNOWN_SETTINGS = {
+    "node", "host", "port", "database", "registry", "certs", "max_package_bytes", "sqlite_synchronous",
+    "carriers", "submit_rate", "submit_burst", "network", "give_up_after", "lease_seconds",
+}  # fmt: skip
+
+
+def load_config(home: Path, path: Path | None = None) -> Config:
+    """Read ``path`` (default ``home/gateway.toml``); relative paths in it are taken from its folder.
+
+    A ``[peers]`` table maps each other network to the URL of its node (federation).
+    """
+    path = path or home / CONFIG_FILE
     if not path.exists():
         raise ConfigError(f"{path} not found; run `gateway init` (with --home {home}) first")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8")).get("gateway", {})
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    known = {
-        "node",
-        "host",
-        "port",
-        "database",
-        "registry",
-        "certs",
-        "max_package_bytes",
-        "sqlite_synchronous",
-        "carriers",
-        "submit_rate",
-        "submit_burst",
-    }
-    unknown = set(data) - known
+    data, peers = document.get("gateway", {}), document.get("peers", {})
+    unknown = set(data) - KNOWN_SETTINGS
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    base = path.parent
     try:
+        network = Network(data["network"]) if data.get("network") else None
+        peer_urls = {Network(name): str(url).rstrip("/") for name, url in peers.items()}
+        if network is not None and network in peer_urls:
+            raise ValueError(f"[peers] lists this node's own network {network}")
         return Config(
             home=home,
             node=str(data.get("node", "local")),
             host=str(data.get("host", "127.0.0.1")),
             port=int(data.get("port", DEFAULT_PORT)),
-            database=str(data.get("database", "sqlite:///gateway.db")),
-            registry=home / str(data.get("registry", "registry.csv")),
-            certs=home / str(data.get("certs", "certs_dev")),
+            database=_relative_sqlite(str(data.get("database", "sqlite:///gateway.db")), base),
+            registry=base / str(data.get("registry", "registry.csv")),
+            certs=base / str(data.get("certs", "certs_dev")),
             max_package_bytes=int(data.get("max_package_bytes", 50 * 1024 * 1024)),
             sqlite_synchronous=str(data.get("sqlite_synchronous", "FULL")).upper(),
             carriers=int(data.get("carriers", 0)),
             submit_rate=float(data.get("submit_rate", 100.0)),
             submit_burst=int(data.get("submit_burst", 2000)),
+            network=network,
+            peers=peer_urls,
+            give_up_after=float(data.get("give_up_after", 86_400.0)),
+            lease_seconds=float(data.get("lease_seconds", 60.0)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _relative_sqlite(url: str, base: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
+        return prefix + str(base / url[len(prefix) :])
+    return url

@@ -17,11 +17,13 @@ import logging
 import multiprocessing
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from gateway import transfer as tr
 from gateway.adapters.network import NetworkAdapter
+from gateway.adapters.peers import PeerLinks, PeerUnavailable
 from gateway.edxml import parse_xml
 from gateway.errors import ClientError, DeliveryError
 from gateway.levels import Network
@@ -34,25 +36,31 @@ def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Cloc
     """Seal, bridge and verify one route. Pure CPU work: safe to run in a worker thread."""
     doc = job.document
     source = adapters[doc.sender_network]
-    target = adapters[job.target]
+    remote = job.target not in adapters  # that network runs its own node: we only seal for the crossing
     routing = tr.Routing(
         transfer_id=doc.id,
         kind=doc.kind,
         sender=doc.sender,
         source=source.network,
-        target=target.network,
+        target=job.target,
         recipients=tuple(tr.RecipientRef(code, addressed) for code, addressed in job.recipients),
         classification=doc.classification,
         priority=doc.priority,
         package_digest=base64.b64encode(bytes.fromhex(doc.signed_digest)).decode("ascii"),
         response_for=doc.response_for,
+        document_id=doc.document_id,
+        status_code=doc.status_code,
+        due_at=doc.due_at,
     )
     try:
-        package = parse_xml(job.package)
+        parse_xml(job.package)  # a stored package that no longer parses is not carried anywhere
     except ClientError as exc:
         raise DeliveryError(f"stored package no longer parses: {exc.message}") from exc
-    sealed = source.seal(routing, package)
+    sealed = source.seal(routing, job.package)
     events = [NewEvent("sealed", clock.now(), doc.id, None, source.network.value, {"adapter": source.name})]
+    if remote:
+        return Carried(sealed=sealed, events=tuple(events), forward_to=job.target)
+    target = adapters[job.target]
     if target is not source:
         sealed = target.bridge(sealed, from_network=source.network)
         events.append(
@@ -128,13 +136,13 @@ _worker_adapters: dict[Network, NetworkAdapter] = {}
 _worker_clock = SystemClock()
 
 
-def _start_worker(certs_dir: str, registry_path: str) -> None:
+def _start_worker(certs_dir: str, registry_path: str, networks: tuple[str, ...]) -> None:
     # Keys are loaded once per worker process: parsing PEM per document would cost 40x.
     from gateway.adapters.keystore import FileTrust, load_seal_key
     from gateway.agency import load_registry
 
     trust = FileTrust.from_dir(Path(certs_dir), load_registry(Path(registry_path)))
-    for network in Network:
+    for network in map(Network, networks):
         _worker_adapters[network] = NetworkAdapter(
             load_seal_key(Path(certs_dir), network), trust, _worker_clock
         )
@@ -147,13 +155,20 @@ def _carry_in_worker(jobs: list[RouteJob]) -> list[Outcome]:
 class ProcessCarrier:
     """Carries in worker processes, so sealing and verifying use every core, not one GIL."""
 
-    def __init__(self, certs_dir: Path, registry_path: Path, *, workers: int) -> None:
+    def __init__(
+        self,
+        certs_dir: Path,
+        registry_path: Path,
+        *,
+        workers: int,
+        networks: tuple[Network, ...] = tuple(Network),
+    ) -> None:
         self._workers = max(1, workers)
         self._executor = ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
             initializer=_start_worker,
-            initargs=(str(certs_dir), str(registry_path)),
+            initargs=(str(certs_dir), str(registry_path), tuple(n.value for n in networks)),
         )
 
     async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:
@@ -187,7 +202,15 @@ class Courier:
         lanes: int = 1,
         lease_seconds: float = 60.0,
         idle_poll_seconds: float = 1.0,
+        peers: PeerLinks | None = None,
+        give_up_after: float = 86_400.0,
+        max_backoff: float = 60.0,
     ) -> None:
+        self._peers = peers
+        self._give_up_after = timedelta(seconds=give_up_after)
+        self._max_backoff = max_backoff
+        self._down_until: dict[Network, datetime] = {}  # link state per peer network
+        self._failures: dict[Network, int] = {}
         self._store = store
         self._carrier = carrier
         self._clock = clock
@@ -219,20 +242,63 @@ class Courier:
 
     async def run_once(self) -> bool:
         """Claim and carry one batch; returns whether there was anything to carry."""
+        now = self._clock.now()
+        down = [network for network, until in self._down_until.items() if until > now]
         jobs = await self._store.claim_routes(
-            node=self._node, limit=self._batch, now=self._clock.now(), lease_seconds=self._lease
+            node=self._node, limit=self._batch, now=now, lease_seconds=self._lease, exclude=down
         )
         if not jobs:
             return False
         outcomes = await self._carrier.carry(jobs)
-        done = [(job, result) for job, result in outcomes if isinstance(result, Carried)]
+        done = [(job, c) for job, c in outcomes if isinstance(c, Carried) and c.forward_to is None]
         if done:
             await self._store.complete_routes(done, now=self._clock.now())
+        forwards = [(job, c) for job, c in outcomes if isinstance(c, Carried) and c.forward_to is not None]
+        if forwards:
+            await self._forward(forwards)
         for job, result in outcomes:
             if isinstance(result, DeliveryError):
                 log.warning("route %s of %s quarantined: %s", job.target, job.document.id, result.message)
                 await self._store.quarantine_route(job, reason=result.message, now=self._clock.now())
         return True
+
+    async def _forward(self, items: list[tuple[RouteJob, Carried]]) -> None:
+        """Hand sealed transfers to the peer nodes, in claim order; a route is done only when the
+        peer confirmed it stored the transfer. An unreachable peer holds its routes back with
+        bounded exponential back-off, so they go out in order when it returns."""
+        done = []
+        for job, carried in items:
+            network = carried.forward_to
+            assert network is not None and self._peers is not None
+            now = self._clock.now()
+            if self._down_until.get(network, now) > now:
+                await self._hold(job, f"the link to the {network} node is down", self._down_until[network])
+                continue
+            try:
+                await self._peers.send(network, carried.sealed)
+            except PeerUnavailable as exc:
+                failures = self._failures[network] = self._failures.get(network, 0) + 1
+                wait = min(self._max_backoff, 0.5 * 2 ** (failures - 1))
+                self._down_until[network] = now + timedelta(seconds=wait)
+                log.warning("link to the %s node down (%s); retrying in %.1f s", network, exc.message, wait)
+                await self._hold(job, exc.message, self._down_until[network])
+                continue
+            except DeliveryError as exc:
+                await self._store.quarantine_route(job, reason=exc.message, now=now)
+                continue
+            self._failures.pop(network, None)
+            self._down_until.pop(network, None)
+            done.append((job, carried))
+        if done:
+            await self._store.complete_routes(done, now=self._clock.now())
+
+    async def _hold(self, job: RouteJob, reason: str, until: datetime) -> None:
+        now = self._clock.now()
+        if now - job.document.accepted_at > self._give_up_after:
+            log.error("route %s of %s failed: %s", job.target, job.document.id, reason)
+            await self._store.fail_route(job, reason=f"gave up: {reason}", now=now)
+        else:
+            await self._store.defer_route(job, reason=reason, not_before=until, now=now)
 
     def close(self) -> None:
         self._carrier.close()

@@ -78,11 +78,13 @@ class StatusCode(enum.StrEnum):
 class DeliveryState(enum.StrEnum):
     """Transport state of one document for one recipient (after eDelivery AS4 / VXP).
 
-    pending → delivered → fetched; pending → quarantined | failed.
+    pending → delivered → fetched; pending → forwarded (another node holds the inbox);
+    pending → quarantined | failed (an operator may re-drive a failed one to pending).
     """
 
     PENDING = "pending"  # accepted, not yet sealed/bridged/verified for the recipient's network
     DELIVERED = "delivered"  # in the recipient's inbox (READY_TO_PULL)
+    FORWARDED = "forwarded"  # taken over, durably, by the node of the recipient's network
     FETCHED = "fetched"  # the recipient pulled it; a 01 receipt was issued
     QUARANTINED = "quarantined"  # a seal or signature failed on the way; never reaches an inbox
     FAILED = "failed"  # gave up (retry budget spent); an operator may re-drive it

@@ -7,7 +7,7 @@ Nothing in the core reaches for a global.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -117,6 +117,7 @@ class DocumentRecord:
     classification: Classification
     size: int
     accepted_at: datetime
+    due_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -145,10 +146,13 @@ class RouteJob:
 
 @dataclass(frozen=True)
 class Carried:
-    """What carrying a route produced: the sealed transfer as the recipients' network holds it."""
+    """What carrying a route produced: the sealed transfer as the recipients' network holds it,
+    or, when that network has its own node (``forward_to``), as this network's adapter sealed it
+    for the crossing."""
 
     sealed: bytes
     events: tuple[NewEvent, ...]
+    forward_to: Network | None = None
 
 
 @dataclass(frozen=True)
@@ -189,10 +193,20 @@ class Store(Protocol):
         ...
 
     async def claim_routes(
-        self, *, node: str, limit: int, now: datetime, lease_seconds: float
+        self, *, node: str, limit: int, now: datetime, lease_seconds: float, exclude: Collection[Network] = ()
     ) -> list[RouteJob]:
         """Claim pending routes, most urgent first, then oldest."""
         ...
+
+    async def defer_route(
+        self, job: RouteJob, *, reason: str, not_before: datetime, now: datetime
+    ) -> None: ...
+
+    async def fail_route(self, job: RouteJob, *, reason: str, now: datetime) -> None: ...
+
+    async def redrive(self, doc_id: str, *, now: datetime, by: str) -> int: ...
+
+    async def accept_forwarded(self, doc: NewDocument, sealed: bytes, *, now: datetime) -> bool: ...
 
     async def complete_routes(self, done: Sequence[tuple[RouteJob, Carried]], *, now: datetime) -> None:
         """Deliver carried routes into inboxes (exactly once) and record their events."""

@@ -8,7 +8,8 @@ a ``gw:Transfer`` that each adapter seals with an enveloped signature::
       ds:Signature          the current adapter's seal (first child)
       gw:Routing            id, kind, from, networks, recipients, level, priority, digest
       gw:Hops/gw:Hop*       network, adapter, action (sealed|bridged), time, previous seal
-      gw:Package            the sender's signed edXMLEnvelope (or, later, EncryptedData)
+      gw:Package/gw:Encoded the package's exact bytes, base64: the sender's signed edXMLEnvelope,
+                            or its xenc:EncryptedData when classified
 """
 
 from __future__ import annotations
@@ -59,15 +60,18 @@ class Routing:
     recipients: tuple[RecipientRef, ...]
     classification: Classification
     priority: Priority
-    package_digest: str  # base64 SHA-256 of the package bytes as carried
+    package_digest: str  # base64 SHA-256 of what the sender signed
     response_for: str | None = None
+    document_id: str | None = None  # edXML DocumentId of an edoc (an id, never content)
+    status_code: str | None = None
+    due_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class Transfer:
     routing: Routing
     hops: tuple[Hop, ...]
-    package: etree._Element
+    package: bytes  # exactly as the sender signed it (or as it was encrypted)
 
 
 def package_digest_of(signed_data: bytes) -> str:
@@ -75,7 +79,7 @@ def package_digest_of(signed_data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(signed_data).digest()).decode("ascii")
 
 
-def build(routing: Routing, package: etree._Element, hops: tuple[Hop, ...]) -> etree._Element:
+def build(routing: Routing, package: bytes, hops: tuple[Hop, ...]) -> etree._Element:
     """An unsealed transfer, with the seal placeholder as its first child."""
     root = etree.Element(g("Transfer"), nsmap={"gw": GW, "edXML": NS})
     etree.SubElement(root, f"{{{DS}}}Signature", {"Id": "placeholder"}, nsmap={"ds": DS})
@@ -99,6 +103,12 @@ def build(routing: Routing, package: etree._Element, hops: tuple[Hop, ...]) -> e
     digest.text = routing.package_digest
     if routing.response_for:
         etree.SubElement(node, g("ResponseFor")).text = routing.response_for
+    if routing.document_id:
+        etree.SubElement(node, g("DocumentId")).text = routing.document_id
+    if routing.status_code:
+        etree.SubElement(node, g("StatusCode")).text = routing.status_code
+    if routing.due_at:
+        etree.SubElement(node, g("DueAt")).text = _iso(routing.due_at)
     hops_node = etree.SubElement(root, g("Hops"))
     for hop in hops:
         attrs = {
@@ -110,7 +120,10 @@ def build(routing: Routing, package: etree._Element, hops: tuple[Hop, ...]) -> e
         if hop.previous_seal:
             attrs["previousSeal"] = hop.previous_seal
         etree.SubElement(hops_node, g("Hop"), attrs)
-    etree.SubElement(root, g("Package")).append(package)
+    # Bytes, not a subtree: appending another document's elements lets lxml re-map their
+    # namespace prefixes, which changes their canonical form and breaks the sender's signature.
+    encoded = etree.SubElement(etree.SubElement(root, g("Package")), g("Encoded"))
+    encoded.text = base64.b64encode(package).decode("ascii")
     return root
 
 
@@ -128,10 +141,19 @@ def _text(node: etree._Element, path: str) -> str:
 def read(signed: etree._Element) -> Transfer:
     """Read a transfer from the tree its seal's verifier returned."""
     routing_node = signed.find("gw:Routing", _NS)
-    package_holder = signed.find("gw:Package", _NS)
-    if routing_node is None or package_holder is None or len(package_holder) != 1:
+    encoded = signed.find("gw:Package/gw:Encoded", _NS)
+    if routing_node is None or encoded is None or not encoded.text:
         raise DeliveryError("sealed transfer lacks its routing or its package")
-    response_for = routing_node.find("gw:ResponseFor", _NS)
+    try:
+        package = base64.b64decode(encoded.text, validate=True)
+    except ValueError as exc:
+        raise DeliveryError("the package in the sealed transfer is not valid base64") from exc
+
+    def optional(tag: str) -> str | None:
+        found = routing_node.find(f"gw:{tag}", _NS)
+        return found.text if found is not None else None
+
+    due = optional("DueAt")
     routing = Routing(
         transfer_id=_text(routing_node, "gw:TransferId"),
         kind=_text(routing_node, "gw:Kind"),
@@ -145,7 +167,10 @@ def read(signed: etree._Element) -> Transfer:
         classification=Classification.from_slug(_text(routing_node, "gw:Classification")),
         priority=Priority(int(_text(routing_node, "gw:Priority"))),
         package_digest=_text(routing_node, "gw:PackageDigest"),
-        response_for=response_for.text if response_for is not None else None,
+        response_for=optional("ResponseFor"),
+        document_id=optional("DocumentId"),
+        status_code=optional("StatusCode"),
+        due_at=datetime.fromisoformat(due.replace("Z", "+00:00")) if due else None,
     )
     hops = tuple(
         Hop(
@@ -157,7 +182,7 @@ def read(signed: etree._Element) -> Transfer:
         )
         for h in signed.iterfind("gw:Hops/gw:Hop", _NS)
     )
-    return Transfer(routing=routing, hops=hops, package=package_holder[0])
+    return Transfer(routing=routing, hops=hops, package=package)
 
 
 def seal_digest(sealed: etree._Element) -> str:

@@ -42,7 +42,7 @@ def sealed_by_government(config: Config, adapters: dict[Network, NetworkAdapter]
         priority=Priority.THUONG,
         package_digest=base64.b64encode(b"\0" * 32).decode(),
     )
-    return adapters[Network.GOVERNMENT].seal(routing, parse_xml(package))
+    return adapters[Network.GOVERNMENT].seal(routing, package)
 
 
 def test_bridge_verifies_then_reseals(config: Config, adapters) -> None:
@@ -60,7 +60,7 @@ def test_bridge_verifies_then_reseals(config: Config, adapters) -> None:
     ("old", "new"),
     [
         (A01.encode(), I01.encode()),  # re-routed to someone else
-        (b"Chuyen giao qua cau noi", b"Noi dung bi sua"),  # package content changed
+        (b"<gw:Encoded>PD94", b"<gw:Encoded>PD95"),  # the carried package changed
         (b'action="sealed"', b'action="bridged"'),  # hop rewritten
     ],
 )
@@ -77,7 +77,7 @@ def test_recipient_side_refuses_an_altered_bridged_transfer(config: Config, adap
     bridged = adapters[Network.PARTY].bridge(
         sealed_by_government(config, adapters), from_network=Network.GOVERNMENT
     )
-    tampered = bridged.replace(b"Chuyen giao", b"Chuyen_giao")
+    tampered = bridged.replace(b"<gw:Encoded>PD94", b"<gw:Encoded>PD95")
     assert tampered != bridged
     with pytest.raises(DeliveryError, match="does not verify"):
         adapters[Network.PARTY].open(tampered, sealed_by=Network.PARTY)
@@ -110,7 +110,7 @@ async def test_recipient_refuses_a_package_swapped_under_a_valid_seal(
     await wait_delivered(node, body["id"])
     _, sealed = await agency(A01).call("GET", f"/v1/edocs/{body['id']}")
     transfer, _ = node.adapters[Network.PARTY].open(sealed, sealed_by=Network.PARTY)
-    other = parse_xml(make_package(config, G22, [A01], subject="Giả", document_id=f"{G22},2026/11/22,9/X"))
+    other = make_package(config, G22, [A01], subject="Giả", document_id=f"{G22},2026/11/22,9/X")
     resealed = node.adapters[Network.PARTY].seal(transfer.routing, other)
     with pytest.raises(CryptoError, match="digest differs"):
         open_delivery(resealed, trust=trust_for(config), network=Network.PARTY, at=datetime.now(UTC))

@@ -158,9 +158,9 @@ async def test_receipt_is_the_recipients_own_and_digest_checked(node: Node, conf
 def _resealed(node: Node, sealed: bytes, change) -> bytes:
     """What a compromised gateway could hand out: altered content under a perfectly valid seal."""
     transfer, _ = node.adapters[Network.PARTY].open(sealed, sealed_by=Network.PARTY)
-    encrypted = etree.fromstring(etree.tostring(transfer.package))
+    encrypted = etree.fromstring(transfer.package)
     change(encrypted)
-    return node.adapters[Network.PARTY].seal(transfer.routing, encrypted)
+    return node.adapters[Network.PARTY].seal(transfer.routing, etree.tostring(encrypted))
 
 
 def _flip(encrypted: etree._Element, path: str, byte: int) -> None:
@@ -202,7 +202,7 @@ async def test_swapped_encrypted_key_is_refused(node: Node, config: Config, agen
     _, sealed_1 = await agency(A01).call("GET", f"/v1/edocs/{first[1]['id']}")
     _, sealed_2 = await agency(A01).call("GET", f"/v1/edocs/{second[1]['id']}")
     other, _ = node.adapters[Network.PARTY].open(sealed_2, sealed_by=Network.PARTY)
-    other_key = other.package.find(f".//{{{XENC}}}EncryptedKey")
+    other_key = etree.fromstring(other.package).find(f".//{{{XENC}}}EncryptedKey")
 
     def swap(encrypted: etree._Element) -> None:
         mine = encrypted.find(f".//{{{XENC}}}EncryptedKey")

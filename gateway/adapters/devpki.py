@@ -4,22 +4,28 @@ Layout under ``certs_dir`` (other code depends on it)::
 
     root-ca.crt, root-ca.key
     networks/<network>/ca.crt, ca.key                       intermediate CA per network
-    networks/<network>/adapter/{tls,sign}.{crt,key}         the network adapter
+    networks/<network>/adapter/{tls,sign,encrypt}.{crt,key} the network adapter
     agencies/<code>/{tls,sign,encrypt}.{crt,key}            each agency
     server/tls.crt, tls.key                                 the gateway's HTTPS server
     trust.pem                                               root + all intermediates
+    inventory.json                                          every certificate issued (gateway.certs)
+    <leaf dir>/next/<role>-<serial>.{crt,key}               issued ahead of a rotation
+    <leaf dir>/retired/<role>-<serial>.{crt,key}            predecessors, kept for decryption
 
-A leaf ``.crt`` holds the leaf then its intermediate (a ready TLS chain); a CA
-``.crt`` holds just the CA. Keys are written owner-only (0600) in 0700
-directories, atomically, and never overwritten.
+The files at the usual paths are always the ACTIVE certificates. A leaf ``.crt`` holds the
+leaf then its intermediate (a ready TLS chain); a CA ``.crt`` holds just the CA. Keys are
+written owner-only (0600) in 0700 directories, atomically; ``ensure_dev_pki`` never
+overwrites one (rotation, in ``certoffice``, moves the old pair to ``retired/`` first).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +35,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from gateway.certs import Inventory
 from gateway.crypto.pki import (
     KeyType,
     PrivateKey,
@@ -46,11 +53,14 @@ from gateway.levels import Network
 
 ROOT_NAME = "Dev edXML Gateway Root CA"
 AGENCY_ROLES = (Role.TLS, Role.SIGN, Role.ENCRYPT)
-ADAPTER_ROLES = (Role.TLS, Role.SIGN)
+ADAPTER_ROLES = (Role.TLS, Role.SIGN, Role.ENCRYPT)  # what an adapter may hold
+BASIC_ADAPTER_ROLES = (Role.TLS, Role.SIGN)  # what the gateway needs to run
+INVENTORY = "inventory.json"
 SERVER_CODE = "gateway"
 SERVER_NETWORK = Network.GOVERNMENT
 SERVER_DNS = ("localhost",)
 SERVER_IPS = ("127.0.0.1", "::1")
+LEAF_DAYS = 825  # the CA/Browser Forum's old maximum: long enough for a dev PKI
 # CAs outlive leaves so agencies added later still get full-length certificates.
 MIN_CA_DAYS = 3650
 
@@ -61,16 +71,16 @@ _SAFE_CODE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?")
 # --- paths --------------------------------------------------------------------------------------
 
 
-def _root_paths(certs_dir: Path) -> tuple[Path, Path]:
+def root_paths(certs_dir: Path) -> tuple[Path, Path]:
     return certs_dir / "root-ca.crt", certs_dir / "root-ca.key"
 
 
-def _ca_paths(certs_dir: Path, network: Network) -> tuple[Path, Path]:
+def ca_paths(certs_dir: Path, network: Network) -> tuple[Path, Path]:
     base = certs_dir / "networks" / network.value
     return base / "ca.crt", base / "ca.key"
 
 
-def _trust_path(certs_dir: Path) -> Path:
+def trust_path(certs_dir: Path) -> Path:
     return certs_dir / "trust.pem"
 
 
@@ -89,7 +99,7 @@ def agency_paths(certs_dir: Path, code: str, role: Role) -> tuple[Path, Path]:
 
 
 def adapter_paths(certs_dir: Path, network: Network, role: Role) -> tuple[Path, Path]:
-    """(certificate, key) paths of ``network``'s adapter certificate for ``role`` (tls or sign)."""
+    """(certificate, key) paths of ``network``'s adapter certificate for ``role``."""
     if role not in ADAPTER_ROLES:
         raise ValueError(f"adapters have no {role.value!r} certificate")
     base = certs_dir / "networks" / network.value / "adapter"
@@ -102,6 +112,22 @@ def server_paths(certs_dir: Path) -> tuple[Path, Path]:
     return base / "tls.crt", base / "tls.key"
 
 
+def inventory_path(certs_dir: Path) -> Path:
+    return certs_dir / INVENTORY
+
+
+def retired_paths(crt: Path, serial: str) -> tuple[Path, Path]:
+    """Where the predecessor of the active pair ``crt`` (``<dir>/<role>.crt``) is kept."""
+    base = crt.parent / "retired" / f"{crt.stem}-{serial}"
+    return base.with_suffix(".crt"), base.with_suffix(".key")
+
+
+def next_paths(crt: Path, serial: str) -> tuple[Path, Path]:
+    """Where a certificate issued ahead of the rotation of ``crt`` waits."""
+    base = crt.parent / "next" / f"{crt.stem}-{serial}"
+    return base.with_suffix(".crt"), base.with_suffix(".key")
+
+
 def adapter_code(network: Network) -> str:
     """The CN of ``network``'s adapter certificates, e.g. ``ADAPTER.PARTY``."""
     return f"ADAPTER.{network.value.upper()}"
@@ -110,7 +136,7 @@ def adapter_code(network: Network) -> str:
 # --- loading ------------------------------------------------------------------------------------
 
 
-def _read_certs(path: Path) -> list[x509.Certificate]:
+def read_certs(path: Path) -> list[x509.Certificate]:
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
@@ -123,7 +149,7 @@ def _read_certs(path: Path) -> list[x509.Certificate]:
         raise CryptoError(f"certificate file {path} holds no readable PEM certificate") from exc
 
 
-def _read_key(path: Path) -> PrivateKey:
+def read_key(path: Path) -> PrivateKey:
     try:
         # Check the mode on the opened file itself, not on a path that could change meanwhile.
         fd = os.open(path, os.O_RDONLY)
@@ -150,7 +176,7 @@ def _read_key(path: Path) -> PrivateKey:
     return key
 
 
-def _spki(key: PrivateKey | x509.Certificate) -> bytes:
+def spki(key: PrivateKey | x509.Certificate) -> bytes:
     public = key.public_key()
     return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -163,27 +189,55 @@ def load_key_pair(
     Raises ``CryptoError`` naming the file if a file is missing or unreadable, the key file
     is accessible to group or others, or the key does not belong to the leaf.
     """
-    certs = _read_certs(crt_path)
-    key = _read_key(key_path)
-    if _spki(certs[0]) != _spki(key):
-        raise CryptoError(f"key file {key_path} does not belong to the certificate in {crt_path}")
-    return certs[0], key, certs[1:]
+    # A rotation replaces the key, then the certificate (two renames, each atomic): a reader
+    # between them sees a new key beside the old certificate. Read again rather than fail.
+    for attempt in range(_PAIR_ATTEMPTS):
+        certs = read_certs(crt_path)
+        key = read_key(key_path)
+        if spki(certs[0]) == spki(key):
+            return certs[0], key, certs[1:]
+        if attempt + 1 < _PAIR_ATTEMPTS:
+            time.sleep(0.05)
+    raise CryptoError(f"key file {key_path} does not belong to the certificate in {crt_path}")
+
+
+_PAIR_ATTEMPTS = 6
 
 
 def load_trust_anchors(certs_dir: Path) -> TrustAnchors:
     """The root CA and every network's intermediate CA from ``certs_dir``."""
-    root = _read_certs(_root_paths(certs_dir)[0])[0]
-    intermediates = {n: _read_certs(_ca_paths(certs_dir, n)[0])[0] for n in Network}
+    root = read_certs(root_paths(certs_dir)[0])[0]
+    intermediates = {n: read_certs(ca_paths(certs_dir, n)[0])[0] for n in Network}
     try:
         return TrustAnchors(root, intermediates)
     except CryptoError as exc:
         raise CryptoError(f"dev PKI in {certs_dir}: {exc.message}") from exc
 
 
+def read_inventory(certs_dir: Path) -> Inventory:
+    """The certificate inventory; empty if there is none yet (a PKI made before inventories)."""
+    path = inventory_path(certs_dir)
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return Inventory()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+    return Inventory.from_json(data, source=str(path))
+
+
+def write_inventory(certs_dir: Path, inventory: Inventory) -> None:
+    """Replace the inventory atomically: a running gateway sees the old one or the new one, whole."""
+    data = json.dumps(inventory.to_json(), ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+    write_atomic(inventory_path(certs_dir), data, 0o644)
+
+
 # --- writing ------------------------------------------------------------------------------------
 
 
-def _make_dirs(path: Path) -> None:
+def make_dirs(path: Path) -> None:
     """Create ``path`` and missing parents as 0700 and tighten ``path`` itself to owner-only."""
     try:
         missing = [p for p in (path, *path.parents) if not p.exists()]
@@ -197,9 +251,9 @@ def _make_dirs(path: Path) -> None:
         raise ConfigError(f"cannot create or secure directory {path}: {exc.strerror}") from exc
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to a fresh ``mode`` temp file beside ``path``, fsync, rename it over ``path``."""
-    _make_dirs(path.parent)
+    make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
@@ -245,17 +299,17 @@ class _Builder:
         if crt.exists() and not key_path.exists():
             raise CryptoError(f"{crt} exists but its key {key_path} does not; remove {crt} to re-create both")
         if key_path.exists():
-            key = _read_key(key_path)
+            key = read_key(key_path)
         else:
             key = generate_key(self.key_type)
-            _write_atomic(key_path, key_pem(key), 0o600)
+            write_atomic(key_path, key_pem(key), 0o600)
             self.created.append(key_path)
         if crt.exists():
-            cert = _read_certs(crt)[0]
+            cert = read_certs(crt)[0]
             self._check_existing(crt, key_path, cert, key, issuer)
             return cert, key
         cert = make(key)
-        _write_atomic(crt, cert_pem(cert) + b"".join(cert_pem(c) for c in chain), 0o644)
+        write_atomic(crt, cert_pem(cert) + b"".join(cert_pem(c) for c in chain), 0o644)
         self.created.append(crt)
         return cert, key
 
@@ -263,7 +317,7 @@ class _Builder:
     def _check_existing(
         crt: Path, key_path: Path, cert: x509.Certificate, key: PrivateKey, issuer: x509.Certificate | None
     ) -> None:
-        if _spki(cert) != _spki(key):
+        if spki(cert) != spki(key):
             raise CryptoError(f"key file {key_path} does not belong to the certificate in {crt}")
         try:
             cert.verify_directly_issued_by(issuer if issuer is not None else cert)
@@ -320,19 +374,21 @@ def ensure_dev_pki(
     agencies: Iterable[tuple[str, str, Network]],
     now: datetime,
     key_type: KeyType = KeyType.P256,
-    days: int = 825,
+    days: int = LEAF_DAYS,
+    adapter_roles: tuple[Role, ...] = BASIC_ADAPTER_ROLES,
 ) -> list[Path]:
     """Create whatever part of the dev PKI in ``certs_dir`` is missing; return the paths created.
 
-    ``agencies`` are (code, name, network). Existing keys are never overwritten; an existing
-    certificate is kept if it matches its key and its current issuer, else ``CryptoError``.
-    CAs live at least ``MIN_CA_DAYS``; leaves ``days`` (never beyond their CA).
+    ``agencies`` are (code, name, network); each adapter gets ``adapter_roles``. Existing keys
+    are never overwritten; an existing certificate is kept if it matches its key and its
+    current issuer, else ``CryptoError``. CAs live at least ``MIN_CA_DAYS``; leaves ``days``
+    (never beyond their CA).
     """
     wanted = _check_agencies(agencies)
     b = _Builder(certs_dir, now, key_type, days)
-    _make_dirs(certs_dir)
+    make_dirs(certs_dir)
 
-    root_crt, root_key_path = _root_paths(certs_dir)
+    root_crt, root_key_path = root_paths(certs_dir)
     root = b.pair(
         root_crt,
         root_key_path,
@@ -346,10 +402,10 @@ def ensure_dev_pki(
         def make_ca(key: PrivateKey, network: Network = network) -> x509.Certificate:
             return make_intermediate_ca(key, network, root[0], root[1], now, b.ca_days)
 
-        cas[network] = b.pair(*_ca_paths(certs_dir, network), issuer=root[0], chain=(), make=make_ca)
+        cas[network] = b.pair(*ca_paths(certs_dir, network), issuer=root[0], chain=(), make=make_ca)
 
     for network in Network:
-        for role in ADAPTER_ROLES:
+        for role in adapter_roles:
             b.leaf(
                 adapter_paths(certs_dir, network, role),
                 code=adapter_code(network),
@@ -381,12 +437,12 @@ def ensure_dev_pki(
 
     # trust.pem is derived: rewrite it whenever it differs (e.g. a CA was re-created).
     bundle = TrustAnchors(root[0], {n: c for n, (c, _) in cas.items()}).pem_bundle()
-    trust = _trust_path(certs_dir)
+    trust = trust_path(certs_dir)
     try:
         current = trust.read_bytes() if trust.exists() else None
     except OSError as exc:
         raise ConfigError(f"cannot read {trust}: {exc.strerror}") from exc
     if current != bundle:
-        _write_atomic(trust, bundle, 0o644)
+        write_atomic(trust, bundle, 0o644)
         b.created.append(trust)
     return b.created

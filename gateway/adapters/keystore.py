@@ -3,11 +3,16 @@
 ``FileTrust`` implements ``gateway.ports.Trust``. Chain and role checks are
 pure (``gateway.crypto.pki.TrustAnchors``); this adds the registry binding
 (agency code and network) and caches verdicts per certificate, since the
-same few hundred certificates sign every document.
+same few hundred certificates sign every document. Beyond the chain it
+consults the certificate inventory (revocations, retired TLS certificates),
+re-read whenever the file changes: a revocation holds for every request that
+arrives after ``gateway certs revoke`` returns, with no restart.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -20,18 +25,72 @@ from gateway.adapters.devpki import (
     adapter_code,
     adapter_paths,
     agency_paths,
+    inventory_path,
     load_key_pair,
     load_trust_anchors,
+    read_inventory,
 )
 from gateway.adapters.network import SealKey
 from gateway.agency import Registry
+from gateway.certs import Standing
 from gateway.crypto.pki import CertIdentity, CertificateRejected, Role, TrustAnchors
-from gateway.errors import CryptoError, DeliveryError, SignerNotTrusted, Unauthenticated
+from gateway.errors import ConfigError, CryptoError, DeliveryError, SignerNotTrusted, Unauthenticated
 from gateway.levels import Network
+
+log = logging.getLogger(__name__)
+
+
+class InventoryWatch:
+    """The inventory's ``Standing``, re-read when the file changes.
+
+    One ``stat`` per trust decision (about a microsecond, beside a signature's milliseconds)
+    rather than a timer: nothing can slip through between a revocation and its effect. The
+    file is replaced atomically, so a new inode or mtime means a new, whole inventory.
+    """
+
+    def __init__(self, certs_dir: Path) -> None:
+        self._certs_dir = certs_dir
+        self._path = inventory_path(certs_dir)
+        self._stamp: tuple[int, int, int] | None = None
+        self._standing = Standing()
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def standing(self) -> Standing:
+        try:
+            info = os.stat(self._path)
+            stamp: tuple[int, int, int] | None = (info.st_ino, info.st_mtime_ns, info.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp or stamp is None:
+            # A vanished inventory revokes nothing less: keep what was known.
+            return self._standing
+        with self._lock:
+            if stamp != self._stamp:
+                try:
+                    self._standing = Standing(read_inventory(self._certs_dir))
+                    self._generation += 1
+                except ConfigError as exc:
+                    log.error("keeping the previous certificate standing: %s", exc.message)
+                self._stamp = stamp
+        return self._standing
+
+    def generation(self) -> int:
+        """A number that changes whenever the inventory has changed (issue, rotate, revoke)."""
+        self.standing()
+        return self._generation
+
+    def reload(self) -> None:
+        """Read the inventory again even if it looks unchanged (SIGHUP)."""
+        with self._lock:
+            self._stamp = None
+        self.standing()
+        with self._lock:
+            self._generation += 1
 
 
 class FileTrust:
-    """``Trust`` over trust anchors and the agency registry."""
+    """``Trust`` over trust anchors, the agency registry and the certificate inventory."""
 
     def __init__(self, anchors: TrustAnchors, registry: Registry, certs_dir: Path | None = None) -> None:
         self._anchors = anchors
@@ -39,20 +98,35 @@ class FileTrust:
         self._certs_dir = certs_dir
         self._verdicts: dict[tuple[bytes, Role], CertIdentity] = {}
         self._lock = threading.Lock()
+        self._inventory = InventoryWatch(certs_dir) if certs_dir is not None else None
 
     @classmethod
     def from_dir(cls, certs_dir: Path, registry: Registry) -> FileTrust:
         return cls(load_trust_anchors(certs_dir), registry, certs_dir)
+
+    def generation(self) -> int:
+        """Changes whenever certificates were issued, rotated or revoked (see ``InventoryWatch``)."""
+        return self._inventory.generation() if self._inventory is not None else 0
+
+    def reload(self) -> None:
+        if self._inventory is not None:
+            self._inventory.reload()
 
     def _identity(self, cert: x509.Certificate, role: Role, at: datetime) -> CertIdentity:
         key = (cert.fingerprint(hashes.SHA256()), role)
         with self._lock:
             known = self._verdicts.get(key)
         if known is not None and known.not_before <= at <= known.not_after:
-            return known
-        identity = self._anchors.verify(cert, role=role, at=at)
-        with self._lock:
-            self._verdicts[key] = identity
+            identity = known
+        else:
+            identity = self._anchors.verify(cert, role=role, at=at)
+            with self._lock:
+                self._verdicts[key] = identity
+        # After the cache, on every call: a cached verdict must not outlive a revocation.
+        if self._inventory is not None:
+            why = self._inventory.standing().refusal(identity.fingerprint, role, at)
+            if why is not None:
+                raise CertificateRejected(f"certificate {identity.fingerprint[:16]}…: {why}")
         return identity
 
     def signer(self, cert: x509.Certificate, *, at: datetime) -> CertIdentity:
@@ -87,6 +161,12 @@ class FileTrust:
             identity = self._identity(cert, Role.TLS, at)
         except (ValueError, CertificateRejected) as exc:
             raise Unauthenticated(f"client certificate refused: {exc}") from exc
+        agency = self._registry.get(identity.code)
+        if agency is not None and agency.network is not identity.network:
+            raise Unauthenticated(
+                f"client certificate of {identity.code} was issued by the {identity.network} network CA, "
+                f"but the agency belongs to the {agency.network} network"
+            )
         return identity
 
     def encryption_certificate(self, code: str, *, at: datetime) -> x509.Certificate:

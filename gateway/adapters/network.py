@@ -48,7 +48,7 @@ class NetworkAdapter:
     def name(self) -> str:
         return self._seal.adapter
 
-    def seal(self, routing: tr.Routing, package: etree._Element, hops: tuple[tr.Hop, ...] = ()) -> bytes:
+    def seal(self, routing: tr.Routing, package: bytes, hops: tuple[tr.Hop, ...] = ()) -> bytes:
         """Wrap a package for the road: routing facts, the hops so far plus ours, and our seal."""
         hop = tr.Hop(self.network, self.name, "sealed", self._clock.now(), None)
         root = tr.build(routing, package, (*hops, hop))

@@ -10,10 +10,12 @@ own connections, which WAL lets run beside the writer.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+import secrets
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,9 +24,12 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, and_, create_engine, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from gateway.adapters.pgnotify import notify_work
 from gateway.adapters.tables import METADATA, DeliveryRow, DocumentRow, EventRow, RouteRow
+from gateway.audit import GENESIS, record_hash, utc_text
 from gateway.errors import ClientError, DocumentConflict, StoreError
 from gateway.levels import Classification, DeliveryState, Network, Priority
+from gateway.logs import current_request_id
 from gateway.ports import (
     AtRisk,
     Carried,
@@ -93,6 +98,7 @@ def _doc(row: Any) -> DocumentRecord:
         classification=Classification(row.classification),
         size=row.size,
         accepted_at=row.accepted_at,
+        due_at=row.due_at,
     )
 
 
@@ -109,15 +115,51 @@ def _delivery(row: Any) -> DeliveryRecord:
     )
 
 
-def _event_values(ev: NewEvent) -> dict[str, Any]:
-    return {
-        "kind": ev.kind,
-        "at": ev.at,
-        "document": ev.document,
-        "recipient": ev.recipient,
-        "network": ev.network,
-        "detail": json.dumps(ev.detail, ensure_ascii=False, sort_keys=True),
-    }
+_CHAIN_LOCK = 0x65645843  # the delivery log's advisory lock key on PostgreSQL ('edXC')
+
+
+def _append_events(conn: Connection, events: Sequence[NewEvent]) -> None:
+    """Append events to the tamper-evident delivery log (``gateway.audit``): each record carries
+    the hash of the record before it. Every insert into ``events`` goes through here.
+
+    The head is read inside the caller's transaction and SQLite has one writer (this store's
+    writer thread, under BEGIN IMMEDIATE), so appends are serialized and the chain cannot fork.
+    PostgreSQL replicas sharing one database serialize on a transaction-scoped advisory lock,
+    held to commit, so seqs are also committed in order (the metrics feed relies on that). It is
+    taken mid-transaction: a rare lock cycle with another replica's row locks is broken by
+    PostgreSQL's deadlock detector, failing that batch as a StoreError (taking it first in every
+    write transaction would rule that out: a later issue)."""
+    if not events:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(_CHAIN_LOCK)))
+    head = conn.execute(select(E.c.seq, E.c.hash).order_by(E.c.seq.desc()).limit(1)).first()
+    seq, prev = (int(head.seq), str(head.hash)) if head is not None else (0, GENESIS)
+    # The request this write serves (operations run in their caller's context, see _write);
+    # background work (courier, watchers) gets one id per operation, so its records still group.
+    request_id = current_request_id() or f"job-{secrets.token_hex(6)}"
+    rows = []
+    for ev in events:
+        seq += 1
+        detail = json.dumps(ev.detail, ensure_ascii=False, sort_keys=True)
+        digest = record_hash(ev.kind, utc_text(ev.at), ev.document, ev.recipient, ev.network, request_id,
+                             detail, prev)  # fmt: skip
+        rows.append(
+            {
+                "seq": seq,
+                "kind": ev.kind,
+                "at": ev.at,
+                "document": ev.document,
+                "recipient": ev.recipient,
+                "network": ev.network,
+                "detail": detail,
+                "request_id": request_id,
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        prev = digest
+    conn.execute(E.insert(), rows)
 
 
 class SqlStore:
@@ -128,6 +170,10 @@ class SqlStore:
         try:
             self._engine = _make_engine(url, synchronous)
             METADATA.create_all(self._engine)
+            # Imported here: oversight_sql builds on this module. Chains events of older databases.
+            from gateway.adapters.oversight_sql import upgrade_schema
+
+            upgrade_schema(self._engine)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the database {url}: {exc.__class__.__name__}") from exc
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
@@ -141,7 +187,9 @@ class SqlStore:
     async def _write(self, op: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.append((op, future))
+        # Run the operation in its caller's context, so the request id reaches the records it logs.
+        context = contextvars.copy_context()
+        self._queue.append((lambda conn: context.run(op, conn), future))
         if not self._flushing:
             self._flushing = True
             self._flusher = loop.create_task(self._flush())
@@ -217,24 +265,28 @@ class SqlStore:
             try:
                 with conn.begin_nested():
                     _insert_document(conn, doc)
-            except IntegrityError:
-                # Another replica stored the same key between our check and insert.
-                return self._accept_after_race(conn, doc)
+            except IntegrityError as exc:
+                # Another replica may have stored the same key between our check and insert.
+                return self._accept_after_race(conn, doc, exc)
             return doc.id, True
 
         return await self._write(op)
 
-    def _accept_after_race(self, conn: Connection, doc: NewDocument) -> tuple[str, bool]:
+    def _accept_after_race(self, conn: Connection, doc: NewDocument, exc: IntegrityError) -> tuple[str, bool]:
         row = conn.execute(
             select(D.c.id, D.c.signed_digest).where(D.c.sender == doc.sender, D.c.doc_key == doc.doc_key)
-        ).one()
+        ).first()
+        if row is None:
+            raise exc  # not a duplicate: a real constraint violation, reported as a store error
         if row.signed_digest != doc.signed_digest:
             raise DocumentConflict(f"DocumentId {doc.doc_key} was already sent with different content")
         return row.id, False
 
     async def claim_routes(
-        self, *, node: str, limit: int, now: datetime, lease_seconds: float
+        self, *, node: str, limit: int, now: datetime, lease_seconds: float, exclude: Collection[Network] = ()
     ) -> list[RouteJob]:
+        """Claim pending routes, most urgent first, then by fair rank, then oldest; routes to the
+        ``exclude``d networks (their link is down) stay where they are, in order."""
         until = now + timedelta(seconds=lease_seconds)
 
         def op(conn: Connection) -> list[RouteJob]:
@@ -244,6 +296,8 @@ class SqlStore:
                 .order_by(R.c.priority.desc(), R.c.fair_rank, R.c.id)
                 .limit(limit)
             )
+            if exclude:
+                candidates = candidates.where(R.c.network.not_in([n.value for n in exclude]))
             if conn.dialect.name == "postgresql":
                 candidates = candidates.with_for_update(skip_locked=True)
             ids = [row.id for row in conn.execute(candidates)]
@@ -284,24 +338,30 @@ class SqlStore:
                     update(R)
                     .where(R.c.id == job.route_id, R.c.state == "pending")
                     .values(
-                        state="done", sealed=carried.sealed, done_at=now, claimed_by=None, claimed_until=None
+                        state="done",
+                        sealed=carried.sealed,
+                        done_at=now,
+                        carried_by=R.c.claimed_by,  # the old value: who held the claim
+                        claimed_by=None,
+                        claimed_until=None,
                     )
                 ).rowcount
                 if not moved:
                     continue  # someone finished it first; delivering again would duplicate
+                state = DeliveryState.FORWARDED if carried.forward_to else DeliveryState.DELIVERED
                 delivered = conn.execute(
                     update(V)
                     .where(V.c.route == job.route_id, V.c.state == DeliveryState.PENDING.value)
-                    .values(state=DeliveryState.DELIVERED.value, delivered_at=now)
+                    .values(state=state.value, delivered_at=now)
                     .returning(V.c.recipient)
                 ).all()
                 events = [*carried.events]
                 events += [
-                    NewEvent("delivered", now, job.document.id, row.recipient, job.target.value)
+                    NewEvent(state.value, now, job.document.id, row.recipient, job.target.value)
                     for row in delivered
                 ]
                 if events:
-                    conn.execute(E.insert(), [_event_values(ev) for ev in events])
+                    _append_events(conn, events)
 
         await self._write(op)
 
@@ -318,9 +378,93 @@ class SqlStore:
                 .values(state=DeliveryState.QUARANTINED.value)
             )
             ev = NewEvent("quarantined", now, job.document.id, None, job.target.value, {"reason": reason})
-            conn.execute(E.insert(), [_event_values(ev)])
+            _append_events(conn, [ev])
 
         await self._write(op)
+
+    async def defer_route(self, job: RouteJob, *, reason: str, not_before: datetime, now: datetime) -> None:
+        """Leave a route pending, not to be tried again before ``not_before`` (its link is down)."""
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                update(R)
+                .where(R.c.id == job.route_id, R.c.state == "pending")
+                .values(claimed_by=None, claimed_until=not_before, last_error=reason)
+            )
+            detail = {"reason": reason, "attempt": job.attempts, "next_attempt_at": not_before.isoformat()}
+            _append_events(conn, [NewEvent("retry", now, job.document.id, None, job.target.value, detail)])
+
+        await self._write(op)
+
+    async def fail_route(self, job: RouteJob, *, reason: str, now: datetime) -> None:
+        """Give up on a route: its deliveries are failed until an operator re-drives them."""
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                update(R)
+                .where(R.c.id == job.route_id, R.c.state == "pending")
+                .values(state="failed", last_error=reason, claimed_by=None, claimed_until=None)
+            )
+            conn.execute(
+                update(V)
+                .where(V.c.route == job.route_id, V.c.state == DeliveryState.PENDING.value)
+                .values(state=DeliveryState.FAILED.value)
+            )
+            ev = NewEvent("failed", now, job.document.id, None, job.target.value, {"reason": reason})
+            _append_events(conn, [ev])
+
+        await self._write(op)
+
+    async def redrive(self, doc_id: str, *, now: datetime, by: str) -> int:
+        """Put a document's failed routes back to pending (an operator's re-drive); returns how many."""
+
+        def op(conn: Connection) -> int:
+            ids = [
+                r.id
+                for r in conn.execute(select(R.c.id).where(R.c.document == doc_id, R.c.state == "failed"))
+            ]
+            if not ids:
+                return 0
+            conn.execute(
+                update(R)
+                .where(R.c.id.in_(ids))
+                .values(state="pending", attempts=0, claimed_until=None, last_error=None)
+            )
+            conn.execute(
+                update(V)
+                .where(V.c.route.in_(ids), V.c.state == DeliveryState.FAILED.value)
+                .values(state=DeliveryState.PENDING.value)
+            )
+            notify_work(conn)
+            ev = NewEvent("redriven", now, doc_id, None, None, {"routes": len(ids), "by": by})
+            _append_events(conn, [ev])
+            return len(ids)
+
+        return await self._write(op)
+
+    async def accept_forwarded(self, doc: NewDocument, sealed: bytes, *, now: datetime) -> bool:
+        """Store a document taken over from a peer node, already sealed for this network and in
+        its recipients' inboxes; one transaction. False if it was taken over before."""
+
+        def op(conn: Connection) -> bool:
+            if conn.execute(select(D.c.id).where(D.c.id == doc.id)).first() is not None:
+                return False
+            _insert_document(conn, doc)
+            conn.execute(
+                update(R).where(R.c.document == doc.id).values(state="done", sealed=sealed, done_at=now)
+            )
+            delivered = conn.execute(
+                update(V)
+                .where(V.c.document == doc.id)
+                .values(state=DeliveryState.DELIVERED.value, delivered_at=now)
+                .returning(V.c.recipient, V.c.network)
+            ).all()
+            events = [NewEvent("delivered", now, doc.id, r.recipient, r.network) for r in delivered]
+            if events:
+                _append_events(conn, events)
+            return True
+
+        return await self._write(op)
 
     async def release_claims(self, *, node: str) -> int:
         def op(conn: Connection) -> int:
@@ -356,7 +500,7 @@ class SqlStore:
     async def add_events(self, events: Sequence[NewEvent]) -> None:
         def op(conn: Connection) -> None:
             if events:
-                conn.execute(E.insert(), [_event_values(ev) for ev in events])
+                _append_events(conn, events)
 
         await self._write(op)
 
@@ -490,6 +634,37 @@ class SqlStore:
 
         return await self._read(op)
 
+    async def events_where(
+        self, *, kind_prefix: str, detail_contains: str | None = None, limit: int = 100_000
+    ) -> list[EventRecord]:
+        """Events whose kind starts with ``kind_prefix`` (e.g. ``cert_``) and, if given, whose JSON
+        detail contains ``detail_contains`` (e.g. ``"serial": "3f2a"``), oldest first."""
+
+        def like(text: str) -> str:
+            return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+        def op(conn: Connection) -> list[EventRecord]:
+            query = select(E).where(E.c.kind.like(like(kind_prefix) + "%", escape="\\"))
+            if detail_contains is not None:
+                query = query.where(E.c.detail.like("%" + like(detail_contains) + "%", escape="\\"))
+            rows = conn.execute(query.order_by(E.c.seq).limit(limit))
+            return [
+                EventRecord(r.seq, r.kind, r.at, r.document, r.recipient, r.network, json.loads(r.detail))
+                for r in rows
+            ]
+
+        return await self._read(op)
+
+    # --- for the operators' reads and the audit log (gateway.adapters.oversight_sql) -------------
+
+    async def read_with(self, op: Callable[[Connection], T]) -> T:
+        """Run ``op`` on a reader connection (WAL: beside the writer)."""
+        return await self._read(op)
+
+    async def write_with(self, op: Callable[[Connection], T]) -> T:
+        """Run ``op`` in the writer's next group commit."""
+        return await self._write(op)
+
 
 class _DocView:
     """A joined delivery+document row seen as a document row (the join shares column names)."""
@@ -535,6 +710,7 @@ def _insert_document(conn: Connection, doc: NewDocument) -> None:
             package=doc.package,
         )
     )
+    notify_work(conn)
     rank = _fair_rank(conn, doc.sender, int(doc.priority))
     for route in doc.routes:
         route_id = conn.execute(
@@ -564,4 +740,4 @@ def _insert_document(conn: Connection, doc: NewDocument) -> None:
             ],
         )
     if doc.events:
-        conn.execute(E.insert(), [_event_values(ev) for ev in doc.events])
+        _append_events(conn, doc.events)

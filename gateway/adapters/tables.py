@@ -39,7 +39,14 @@ def _ts(nullable: bool = False) -> object:
 
 class DocumentRow(SQLModel, table=True):
     __tablename__ = "documents"
-    __table_args__ = (UniqueConstraint("sender", "doc_key", name="uq_documents_sender_key"),)
+    __table_args__ = (
+        UniqueConstraint("sender", "doc_key", name="uq_documents_sender_key"),
+        # Operators' searches (console, `gateway trace --agency`): newest first, by sender,
+        # by acceptance time, by DocumentId; each a range scan, however large the table.
+        Index("ix_documents_sender_id", "sender", "id"),
+        Index("ix_documents_accepted_at", "accepted_at"),
+        Index("ix_documents_document_id", "document_id"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
     kind: str = Field(max_length=8)
@@ -79,6 +86,7 @@ class RouteRow(SQLModel, table=True):
     fair_rank: int = 0
     attempts: int = 0
     claimed_by: str | None = Field(default=None, max_length=64)
+    carried_by: str | None = Field(default=None, max_length=64)  # the replica that finished it
     claimed_until: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
     last_error: str | None = None
     sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
@@ -91,6 +99,8 @@ class DeliveryRow(SQLModel, table=True):
         UniqueConstraint("document", "recipient", name="uq_deliveries_document_recipient"),
         # The inbox query: what waits for one agency, most urgent first, then oldest.
         Index("ix_deliveries_inbox", "recipient", "state", "priority", "document"),
+        # What one agency received, newest first (ids are time-ordered), for operators' searches.
+        Index("ix_deliveries_recipient_document", "recipient", "document"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -107,6 +117,11 @@ class DeliveryRow(SQLModel, table=True):
 
 
 class EventRow(SQLModel, table=True):
+    """One record of the tamper-evident delivery log (``gateway.audit``): ``hash`` covers the
+    record's fields and ``prev_hash``, the hash of the record before it. Written only through
+    ``sqlstore._append_events``; NOT NULL makes any other insert fail loudly instead of
+    silently breaking the chain."""
+
     __tablename__ = "events"
 
     seq: int | None = Field(default=None, primary_key=True)
@@ -116,6 +131,25 @@ class EventRow(SQLModel, table=True):
     recipient: str | None = Field(default=None, max_length=35)
     network: str | None = Field(default=None, max_length=16)
     detail: str = "{}"
+    request_id: str | None = Field(default=None, max_length=64)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHeadRow(SQLModel, table=True):
+    """A signed head of the delivery log: the node's signature over (seq, hash) of its newest record."""
+
+    __tablename__ = "audit_heads"
+
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(index=True)
+    hash: str = Field(max_length=64)
+    signed_at: str = Field(max_length=32)  # exactly the signed text
+    node: str = Field(max_length=64)
+    signer: str = Field(max_length=120)
+    algorithm: str = Field(max_length=24)
+    signature: str
+    certificate: str  # the adapter's signing certificate (PEM), so old heads verify after rotation
 
 
 METADATA = SQLModel.metadata

@@ -289,6 +289,16 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
+def key_label(key: PrivateKey | PublicKey | x509.Certificate) -> str:
+    """A key's algorithm and size as ``KeyType`` spells them (``p256``, ``rsa3072``; ``p384`` …)."""
+    public = key if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) else key.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        return f"rsa{public.key_size}"
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return {"secp256r1": "p256", "secp384r1": "p384"}.get(public.curve.name, public.curve.name)
+    return type(public).__name__
+
+
 # --- trust --------------------------------------------------------------------------------------
 
 

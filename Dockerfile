@@ -1,0 +1,9 @@
+# The gateway image used by docker-compose.yml: the package and its PostgreSQL driver.
+FROM python:3.11-slim
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY schemas_xml ./schemas_xml
+RUN pip install --no-cache-dir ".[postgres]"
+RUN useradd --create-home gateway
+USER gateway
