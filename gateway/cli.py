@@ -98,6 +98,10 @@ def _build_parser() -> argparse.ArgumentParser:
     receipts.add_argument("id")
     receipts.add_argument("--json", action="store_true")
 
+    db = sub.add_parser("db", help="the node's database")
+    db_sub = db.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    db_sub.add_parser("upgrade", help="apply the schema migrations (Alembic) to the configured database")
+
     deliveries = sub.add_parser("deliveries", help="operator actions on deliveries")
     deliveries_sub = deliveries.add_subparsers(dest="action", required=True, parser_class=_Parser)
     retry = deliveries_sub.add_parser("retry", help="re-drive the failed deliveries of a document")
@@ -140,6 +144,7 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
         config = replace(config, network=Network(args.network))
     handler = {
         "deliveries": commands.deliveries,
+        "db": commands.db,
         "serve": commands.serve,
         "agencies": commands.agencies,
         "send": commands.send,

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from gateway import logs
 from gateway.adapters.devpki import agency_paths
 from gateway.adapters.keystore import FileTrust
@@ -25,7 +27,7 @@ from gateway.client import AgencyClient
 from gateway.config import Config
 from gateway.crypto.pki import Role
 from gateway.edxml import Attachment, NewEdoc, Organ, build_edoc, build_status, parse_xml
-from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound
+from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound, StoreError
 from gateway.levels import Classification, Priority, StatusCode
 from gateway.mailbox import STATUS_MEANING
 from gateway.node import init_home, serve_forever
@@ -247,6 +249,23 @@ def receipts(config: Config, args: argparse.Namespace) -> int:
             print(f"      {s['code']} {s['meaning']:<24} {_local(s['at'])}  signed by {s['signed_by']}, {ok}")
     if reply["unconfirmed"]:
         print("  not yet confirmed (no 01): " + ", ".join(reply["unconfirmed"]))
+    return 0
+
+
+def db(config: Config, args: argparse.Namespace) -> int:
+    """``gateway db upgrade``: apply the migrations; replicas starting together wait on one lock."""
+    from gateway.adapters import schema
+    from gateway.adapters.sqlstore import make_engine
+
+    engine = make_engine(config.database_url, config.sqlite_synchronous)
+    try:
+        before = schema.current_revision(engine)
+        after = schema.upgrade(engine)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot upgrade {config.database_url}: {exc.__class__.__name__}: {exc}") from exc
+    finally:
+        engine.dispose()
+    print(f"database {config.database_url}: revision {before or '(empty)'} → {after}")
     return 0
 
 

@@ -4,9 +4,12 @@ and agency clients that present real client certificates."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,3 +154,32 @@ async def wait_delivered(node: Node, doc_id: str, *, timeout: float = 20.0) -> l
 
 def trust_for(config: Config) -> FileTrust:
     return FileTrust.from_dir(config.certs, load_registry(config.registry))
+
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/"
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    if not postgres_reachable():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432, and CI must run the PostgreSQL tests")
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (CI starts it; start it locally to test)")
+    import psycopg
+
+    name = f"gw_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG.replace("+psycopg", "") + "postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG + name
+    finally:
+        with psycopg.connect(PG.replace("+psycopg", "") + "postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

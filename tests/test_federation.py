@@ -168,7 +168,7 @@ async def test_every_pair_of_networks_with_receipts_back(federation: Federation)
             (target, "bridged"),
         ]
     # Each recipient's 01 crossed back to the sender's node.
-    for (source, target), doc_id in sent.items():
+    for (source, _target), doc_id in sent.items():
         for _ in range(200):
             _, receipts = await fed.call(HOME_OF[source], source, "GET", f"/v1/edocs/{doc_id}/receipts")
             rows = receipts["recipients"]

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -21,34 +18,6 @@ from gateway.levels import Network, Priority, StatusCode
 from gateway.node import Node
 from tests.conftest import A01, G22, H41, I01, client_context, set_setting, wait_delivered
 from tests.conftest import make_package as package
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/"
-
-
-def postgres_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    if not postgres_reachable():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432, and CI must run the PostgreSQL tests")
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (CI starts it; start it locally to test)")
-    import psycopg
-
-    name = f"gw_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG.replace("+psycopg", "") + "postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG + name
-    finally:
-        with psycopg.connect(PG.replace("+psycopg", "") + "postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, and_, create_engine, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from gateway.adapters import schema
 from gateway.adapters.pgnotify import notify_work
-from gateway.adapters.tables import METADATA, DeliveryRow, DocumentRow, EventRow, RouteRow
+from gateway.adapters.tables import DeliveryRow, DocumentRow, EventRow, RouteRow
 from gateway.audit import GENESIS, record_hash, utc_text
 from gateway.errors import ClientError, DocumentConflict, StoreError
 from gateway.levels import Classification, DeliveryState, Network, Priority
@@ -56,7 +57,7 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def _make_engine(url: str, synchronous: str) -> Engine:
+def make_engine(url: str, synchronous: str = "FULL") -> Engine:
     if url.startswith("sqlite"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:" and not os.path.exists(path):
@@ -168,8 +169,8 @@ class SqlStore:
     def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
         self.url = url
         try:
-            self._engine = _make_engine(url, synchronous)
-            METADATA.create_all(self._engine)
+            self._engine = make_engine(url, synchronous)
+            schema.upgrade(self._engine)  # migrations, not create_all: one history for every database
             # Imported here: oversight_sql builds on this module. Chains events of older databases.
             from gateway.adapters.oversight_sql import upgrade_schema
 

@@ -1,0 +1,1 @@
+"""Alembic migrations of the gateway's database (package data: env.py, versions/)."""

@@ -1,0 +1,154 @@
+"""Two replicas of one node on one PostgreSQL database share the work and deliver nothing twice,
+even when one is killed in the middle of carrying."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sqlalchemy import create_engine, text
+
+from gateway.config import Config
+from tests.conftest import A01, G22, H41, I01, client_context, make_package
+from tests.test_restart import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+def replica_config(name: str, port: int, database: str) -> str:
+    return (
+        "[gateway]\n"
+        f'node = "{name}"\nport = {port}\ndatabase = "{database}"\n'
+        'registry = "registry.csv"\ncerts = "certs_dev"\n'
+        "carriers = 1\nsubmit_rate = 0\nlease_seconds = 2.0\n"
+    )
+
+
+def start(home: Path, name: str) -> subprocess.Popen[bytes]:
+    with (home / f"{name}.log").open("ab") as log:
+        config = str(home / f"{name}.toml")
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "--home", str(home), "--config", config, "serve"],
+            stdout=log,
+            stderr=log,
+        )
+
+
+async def healthy(
+    session: aiohttp.ClientSession, port: int, proc: subprocess.Popen[bytes], home: Path
+) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise AssertionError(sorted(home.glob("*.log"))[0].read_text())
+        try:
+            async with session.get(f"https://localhost:{port}/healthz") as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("replica did not start")
+
+
+def rows(database: str, query: str) -> list[tuple]:
+    engine = create_engine(database)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(query))]
+    finally:
+        engine.dispose()
+
+
+async def burst(session: aiohttp.ClientSession, ports: list[int], packages: list[bytes]) -> list[str]:
+    ids = []
+    for i, package in enumerate(packages):  # alternate between the replicas' APIs
+        async with session.post(f"https://localhost:{ports[i % len(ports)]}/v1/edocs", data=package) as r:
+            assert r.status == 202, await r.text()
+            ids.append((await r.json())["id"])
+    return ids
+
+
+async def until_drained(database: str, timeout: float = 90) -> None:
+    for _ in range(int(timeout / 0.2)):
+        if rows(database, "select count(*) from routes where state = 'pending'") == [(0,)]:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the replicas did not drain the queue")
+
+
+def assert_exactly_once(database: str, ids: list[str], recipients: int) -> None:
+    states = Counter(r[0] for r in rows(database, "select state from deliveries"))
+    assert states == {"delivered": len(ids) * recipients}, states
+    delivered = Counter(rows(database, "select document, recipient from events where kind = 'delivered'"))
+    assert len(delivered) == len(ids) * recipients and set(delivered.values()) == {1}
+
+
+async def test_two_replicas_share_one_queue(config: Config, home: Path, pg_database: str) -> None:
+    ports = [free_port(), free_port()]
+    for name, port in zip(("r1", "r2"), ports, strict=True):
+        (home / f"{name}.toml").write_text(replica_config(name, port, pg_database))
+    procs = [start(home, "r1"), start(home, "r2")]
+    try:
+        ctx = client_context(config, G22)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+            for proc, port in zip(procs, ports, strict=True):
+                await healthy(session, port, proc, home)
+            packages = [
+                make_package(config, G22, [A01, I01, H41], document_id=f"{G22},2026/11/22,{i}/R")
+                for i in range(150)
+            ]
+            ids = await burst(session, ports, packages)
+            await until_drained(pg_database)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=30)
+    assert_exactly_once(pg_database, ids, 3)
+    by_replica = Counter(r[0] for r in rows(pg_database, "select carried_by from routes"))
+    assert set(by_replica) == {"r1", "r2"}, f"both replicas should have carried routes: {by_replica}"
+
+
+async def test_killed_replicas_claims_are_taken_over(config: Config, home: Path, pg_database: str) -> None:
+    ports = [free_port(), free_port()]
+    for name, port in zip(("r1", "r2"), ports, strict=True):
+        (home / f"{name}.toml").write_text(replica_config(name, port, pg_database))
+    r1, r2 = start(home, "r1"), start(home, "r2")
+    try:
+        ctx = client_context(config, G22)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+            await healthy(session, ports[0], r1, home)
+            await healthy(session, ports[1], r2, home)
+            packages = [
+                make_package(config, G22, [A01, I01], document_id=f"{G22},2026/11/22,{i}/K")
+                for i in range(200)
+            ]
+            sending = asyncio.create_task(burst(session, [ports[0]], packages))
+            killed = False
+            for _ in range(600):
+                held = rows(
+                    pg_database, "select count(*) from routes where state = 'pending' and claimed_by = 'r2'"
+                )
+                if held[0][0] > 0:
+                    r2.send_signal(signal.SIGKILL)
+                    r2.wait(timeout=10)
+                    killed = True
+                    break
+                await asyncio.sleep(0.01)
+            assert killed, "r2 never held a claim"
+            ids = await sending
+            await until_drained(pg_database)
+    finally:
+        for proc in (r1, r2):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
+    assert_exactly_once(pg_database, ids, 2)
+    carried = Counter(r[0] for r in rows(pg_database, "select carried_by from routes"))
+    assert carried["r1"] > 0
