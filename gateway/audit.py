@@ -150,13 +150,25 @@ def sign_head(
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
 
-def check_head(head: SignedHead, anchors: TrustAnchors) -> CertIdentity:
+def check_head(
+    head: SignedHead,
+    anchors: TrustAnchors,
+    known: dict[str, tuple[x509.Certificate, CertIdentity]] | None = None,
+) -> CertIdentity:
     """The head's certificate is a network adapter's signing certificate, valid when it signed,
-    and the signature verifies; raises ``AuditError`` saying which of these fails."""
+    and the signature verifies; raises ``AuditError`` saying which of these fails.
+
+    ``known`` caches certificates already judged (a year of heads is a few certificates)."""
     try:
-        cert = x509.load_pem_x509_certificate(head.certificate.encode("ascii"))
         at = datetime.fromisoformat(head.signed_at.replace("Z", "+00:00"))
-        identity = anchors.verify(cert, role=Role.SIGN, at=at)
+        cached = known.get(head.certificate) if known is not None else None
+        if cached is not None and cached[1].not_before <= at <= cached[1].not_after:
+            cert, identity = cached
+        else:
+            cert = x509.load_pem_x509_certificate(head.certificate.encode("ascii"))
+            identity = anchors.verify(cert, role=Role.SIGN, at=at)
+            if known is not None:
+                known[head.certificate] = (cert, identity)
     except (ValueError, CertificateRejected) as exc:
         raise AuditError(f"head {head.seq} signed at {head.signed_at}: certificate refused: {exc}") from exc
     if identity.code != adapter_code(identity.network):
@@ -239,9 +251,10 @@ def verify_log(
     export must; the heads then vouch for it). ``first_seq`` is the seq it must have.
     """
     state = _Scan(previous, first_seq)
+    known: dict[str, tuple[x509.Certificate, CertIdentity]] = {}
     for head in heads:
         try:
-            check_head(head, anchors)
+            check_head(head, anchors, known)
         except AuditError as exc:
             return state.report(Finding("bad_head", head.seq, exc.message))
     by_seq: dict[int, list[SignedHead]] = {}

@@ -66,6 +66,7 @@ class OwnerKind(enum.StrEnum):
     AGENCY = "agency"
     ADAPTER = "adapter"
     SERVER = "server"
+    OPERATOR = "operator"  # an operator's console certificate (issued by `gateway operator`)
     CA = "ca"
 
 

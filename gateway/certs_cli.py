@@ -346,6 +346,8 @@ def _number(text: str, option: str, low: float, high: float) -> float:
 
 def _owner_code(text: str) -> str:
     value = text.strip()
+    if value.upper().startswith("OPERATOR."):
+        return "OPERATOR." + value[len("OPERATOR.") :]  # operator names keep their case
     if value.upper().startswith(("ADAPTER.", "CA.", "ROOT.")):
         return value.upper()
     return value.lower() if value.lower() == "gateway" else value

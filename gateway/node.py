@@ -333,11 +333,12 @@ class Node:
         if self._listener is not None:
             await asyncio.to_thread(self._listener.stop)
         self.courier.close()
-        if self._oversight_tasks:  # started: sign what the log holds now, so a restart begins signed
+        if self._oversight_tasks:  # started: log the last events, sign what the log holds now
             try:
+                await self.feed.poll()
                 await self.head_signer.sign_once()
             except Exception:
-                log.exception("signing the audit head at stop failed")
+                log.exception("logging the last events or signing the audit head at stop failed")
         await self.store.close()
 
 

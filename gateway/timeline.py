@@ -88,7 +88,7 @@ class Timeline:
 def build_timeline(parts: TraceParts) -> Timeline:
     doc = parts.document
     start = doc.accepted_at
-    latest: dict[str, datetime] = {}
+    latest: dict[tuple[str, str | None], datetime] = {}  # (kind, network or None for any network)
     per_recipient: dict[tuple[str, str], datetime] = {}
     steps: list[Step] = []
     for e in parts.events:
@@ -100,7 +100,7 @@ def build_timeline(parts: TraceParts) -> Timeline:
             Step(e.seq, e.kind, e.at, e.network, e.recipient, e.at - start, e.at - since if since else None,
                  crossing, e.detail)
         )  # fmt: skip
-        latest[e.kind] = e.at
+        latest[(e.kind, None)] = latest[(e.kind, e.network)] = e.at
         if e.recipient:
             per_recipient[(e.kind, e.recipient)] = e.at
     return Timeline(
@@ -114,7 +114,7 @@ def build_timeline(parts: TraceParts) -> Timeline:
 
 def _follows_from(
     e: EventRecord,
-    latest: dict[str, datetime],
+    latest: dict[tuple[str, str | None], datetime],
     per_recipient: dict[tuple[str, str], datetime],
     previous: datetime,
 ) -> datetime | None:
@@ -127,8 +127,14 @@ def _follows_from(
             if (kind, e.recipient) in per_recipient:
                 return per_recipient[(kind, e.recipient)]
         return previous
-    candidates = [latest[k] for k in _FOLLOWS.get(e.kind, ()) if k in latest]
-    return max(candidates) if candidates else previous
+    # The same network's step first (a delivery follows the check of its own network's seal).
+    for same_network in (e.network, None):
+        candidates = [
+            latest[(k, same_network)] for k in _FOLLOWS.get(e.kind, ()) if (k, same_network) in latest
+        ]
+        if candidates:
+            return max(candidates)
+    return previous
 
 
 def _recipients(parts: TraceParts) -> Iterable[RecipientLine]:

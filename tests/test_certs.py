@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway import certs_cli
@@ -48,7 +49,7 @@ from gateway.crypto.pki import (
 )
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.edxml import NewEdoc, Organ, build_edoc, build_status, parse_xml
-from gateway.errors import SignerNotTrusted
+from gateway.errors import SignerNotTrusted, Unauthenticated
 from gateway.levels import Classification, DeliveryState, Network, StatusCode
 from gateway.node import Node
 from tests.conftest import (
@@ -766,3 +767,19 @@ async def test_serve_warns_at_start_and_logs_expiry_once(
         assert (await certs(home, "check")).code == 1 and len(await logged()) == 1
     finally:
         await node.stop()
+
+
+def test_operator_certificates_are_listed_and_can_be_revoked(home: Path, config: Config) -> None:
+    from gateway.console import issue_operator
+
+    files = issue_operator(config.certs, "ops-1", now=datetime.now(UTC))
+    listed = certs_sync(home, "list", "--agency", "OPERATOR.ops-1", "--json").json()["certificates"]
+    assert [(c["owner"], c["kind"], c["role"], c["state"]) for c in listed] == [
+        ("OPERATOR.ops-1", "operator", "tls", "active")
+    ]
+    trust = trust_for(config)
+    der = x509.load_pem_x509_certificates(files.certificate.read_bytes())[0].public_bytes(Encoding.DER)
+    assert trust.client(der, at=datetime.now(UTC)).code == "OPERATOR.ops-1"
+    assert certs_sync(home, "revoke", listed[0]["serial"], "--reason", "left the team").code == 0
+    with pytest.raises(Unauthenticated, match="revoked on"):
+        trust.client(der, at=datetime.now(UTC))

@@ -81,6 +81,7 @@ from gateway.levels import Network
 from gateway.ports import NewEvent
 
 FOUND_BY = "gateway init"  # who made what is found on disk but not yet in the inventory
+OPERATOR_PREFIX = "OPERATOR."  # as gateway.console names operators (CN); their files: operators/<name>/
 
 
 @dataclass(frozen=True)
@@ -465,6 +466,17 @@ class CertOffice:
             for role in ADAPTER_ROLES:
                 yield (adapter_code(n), OwnerKind.ADAPTER, n, role, *adapter_paths(self._dir, n, role))
         yield (SERVER_CODE, OwnerKind.SERVER, SERVER_NETWORK, Role.TLS, *server_paths(self._dir))
+        operators = self._dir / "operators"
+        for sub in sorted(operators.iterdir()) if operators.is_dir() else ():
+            # Recorded so that `certs list` shows them and `certs revoke` can stop one.
+            yield (
+                OPERATOR_PREFIX + sub.name,
+                OwnerKind.OPERATOR,
+                None,
+                Role.TLS,
+                sub / "tls.crt",
+                sub / "tls.key",
+            )
         agencies = self._dir / "agencies"
         for sub in sorted(agencies.iterdir()) if agencies.is_dir() else ():
             for role in AGENCY_ROLES:

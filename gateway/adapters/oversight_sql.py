@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, String, func, inspect, select, type_coerce, update
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 H = AuditHeadRow.__table__  # type: ignore[attr-defined]
 _AT_TEXT = type_coerce(E.c.at, String).label("at_text")  # exactly the stored (hashed) text
 _RECENT_EVENTS = 50_000  # how far back the overview looks for recipients' failures
+# Delivery states that routes carry too (pending; failed and quarantined routes fail their deliveries).
+_ROUTE_STATES = {"pending", "failed", "quarantined"}
 
 
 def upgrade_schema(engine: Engine) -> None:
@@ -293,15 +295,15 @@ class SqlOversight:
 
 
 def _find(conn: Connection, s: Search) -> list[Any]:
-    """Matching documents, newest first, at most ``s.limit``: each branch walks an index in id
-    order (ids sort by acceptance) and stops after ``limit`` rows."""
+    """Matching documents, newest first, at most ``s.limit``: each branch walks one index in
+    acceptance order (ids sort by acceptance) and stops after ``limit`` rows."""
 
     def common(query: Any, id_column: Any) -> Any:
         query = query.where(D.c.kind == "edoc")
         if s.since is not None:
             query = query.where(D.c.accepted_at >= s.since)
         if s.until is not None:
-            query = query.where(D.c.accepted_at < s.until)
+            query = query.where(D.c.accepted_at < s.until, id_column < _id_ceiling(s.until))
         if s.before is not None:
             query = query.where(id_column < s.before)
         if s.document_id is not None:
@@ -315,19 +317,47 @@ def _find(conn: Connection, s: Search) -> list[Any]:
         select(V.c.id).where(V.c.document == D.c.id, V.c.state.in_(states)).exists() if states else None
     )
     if s.agency is None:
-        query = common(select(*_DOC_COLUMNS), D.c.id)
-        return list(conn.execute(query if any_state is None else query.where(any_state)).all())
+        query = select(*_DOC_COLUMNS)
+        if states and set(states) <= _ROUTE_STATES:
+            # Few documents wait or failed: start from the routes' state index, not every document.
+            query = query.where(D.c.id.in_(select(R.c.document).where(R.c.state.in_(states))))
+        elif any_state is not None:
+            query = query.where(any_state)
+        if s.since is not None and s.document_id is None:
+            return _in_window(conn, query, s)
+        return list(conn.execute(common(query, D.c.id)).all())
     sent = common(select(*_DOC_COLUMNS).where(D.c.sender == s.agency), D.c.id)
     if any_state is not None:
         sent = sent.where(any_state)
     # Ordered by the delivery's own document column, so that (recipient, document) serves the order.
     received = common(
-        select(*_DOC_COLUMNS).join(V, V.c.document == D.c.id).where(V.c.recipient == s.agency), V.c.document
+        select(*_DOC_COLUMNS).join(V, V.c.document == D.c.id).where(V.c.recipient == s.agency),
+        V.c.document,
     )
     if states:
         received = received.where(V.c.state.in_(states))
     merged = {r.id: r for r in (*conn.execute(sent).all(), *conn.execute(received).all())}
     return [merged[i] for i in sorted(merged, reverse=True)[: s.limit]]
+
+
+def _id_ceiling(moment: datetime) -> str:
+    """Above every id of a document accepted before ``moment``: ids begin with the time in ms at
+    which the first node accepted the document (``intake.new_id``), never later than its
+    acceptance here (a document forwarded by a peer can be days older, so there is no floor)."""
+    ms = int((moment + timedelta(hours=1)).timestamp() * 1000)  # an hour for clocks that disagree
+    return f"{max(ms, 0):012x}g"
+
+
+def _in_window(conn: Connection, query: Any, s: Search) -> list[Any]:
+    """A time window without an agency walks the acceptance-time index, newest first; the next
+    page starts below the acceptance time of the last one shown (``before``)."""
+    query = query.where(D.c.kind == "edoc", D.c.accepted_at >= s.since)
+    if s.until is not None:
+        query = query.where(D.c.accepted_at < s.until)
+    if s.before is not None:
+        older = select(D.c.accepted_at).where(D.c.id == s.before).scalar_subquery()
+        query = query.where(D.c.accepted_at < older)
+    return list(conn.execute(query.order_by(D.c.accepted_at.desc()).limit(s.limit)).all())
 
 
 def _with_quarantine(states: frozenset[str]) -> set[str]:
