@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 
 from lxml import etree
 
-from gateway import oversight_cli
-from gateway.config import load_config, resolve_home
+from gateway import certs_cli, oversight_cli
+from gateway.config import database_url, load_config, resolve_home
 from gateway.errors import GatewayError
 from gateway.levels import Network
 
@@ -51,6 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--network", choices=["party", "government", "front"], help="run as the node of this network only"
     )
+    _database_option(serve)
 
     agencies = sub.add_parser("agencies", help="read the agency registry")
     agencies_sub = agencies.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -100,15 +101,26 @@ def _build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="the node's database")
     db_sub = db.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    db_sub.add_parser("upgrade", help="apply the schema migrations (Alembic) to the configured database")
+    _database_option(
+        db_sub.add_parser("upgrade", help="apply the schema migrations (Alembic) to the configured database")
+    )
 
     deliveries = sub.add_parser("deliveries", help="operator actions on deliveries")
     deliveries_sub = deliveries.add_subparsers(dest="action", required=True, parser_class=_Parser)
     retry = deliveries_sub.add_parser("retry", help="re-drive the failed deliveries of a document")
     retry.add_argument("id")
 
+    certs_cli.register(sub)  # the security officer's commands
     oversight_cli.register(sub)  # trace, audit, operator
     return p
+
+
+def _database_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="instead of the config's database: sqlite:///FILE or postgresql://USER@HOST:PORT/DB",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,7 +154,10 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
     config = load_config(home, Path(args.config).resolve() if args.config else None)
     if getattr(args, "network", None) and args.command == "serve":
         config = replace(config, network=Network(args.network))
+    if getattr(args, "database", None):
+        config = replace(config, database=database_url(args.database, Path.cwd()))
     handler = {
+        "certs": certs_cli.run,
         "deliveries": commands.deliveries,
         "db": commands.db,
         "serve": commands.serve,

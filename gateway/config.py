@@ -104,7 +104,7 @@ def load_config(home: Path, path: Path | None = None) -> Config:
             node=str(data.get("node", "local")),
             host=str(data.get("host", "127.0.0.1")),
             port=int(data.get("port", DEFAULT_PORT)),
-            database=_relative_sqlite(str(data.get("database", "sqlite:///gateway.db")), base),
+            database=database_url(str(data.get("database", "sqlite:///gateway.db")), base),
             registry=base / str(data.get("registry", "registry.csv")),
             certs=base / str(data.get("certs", "certs_dev")),
             max_package_bytes=int(data.get("max_package_bytes", 50 * 1024 * 1024)),
@@ -119,6 +119,21 @@ def load_config(home: Path, path: Path | None = None) -> Config:
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def database_url(url: str, base: Path) -> str:
+    """``url`` checked and written the way the store opens it: SQLite (a relative file taken from
+    ``base``), or PostgreSQL through psycopg 3 (``postgresql://`` and ``postgresql+asyncpg://`` name
+    the same server; the store's driver is psycopg, so both are opened with it). Anything else is
+    refused with what would work."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not rest:
+        raise ConfigError(f"database {url!r} is not a URL; use sqlite:///FILE or postgresql://USER@HOST/DB")
+    if scheme == "sqlite":
+        return _relative_sqlite(url, base)
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+asyncpg"):
+        return "postgresql+psycopg://" + rest
+    raise ConfigError(f"database {url!r}: only sqlite:///FILE and postgresql://USER@HOST/DB are supported")
 
 
 def _relative_sqlite(url: str, base: Path) -> str:

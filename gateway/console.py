@@ -26,6 +26,7 @@ from gateway import console_html as html
 from gateway.adapters.devpki import load_key_pair
 from gateway.agency import AgencyCode
 from gateway.crypto.pki import CertIdentity, KeyType, Role, cert_pem, generate_key, key_pem, make_leaf
+from gateway.deadlines import WARN_BEFORE, flag_kind
 from gateway.errors import ClientError, ConfigError, InvalidAgencyCode
 from gateway.levels import Network
 from gateway.metrics import CertExpiry, EventFeed, Metrics, certificate_expiries
@@ -70,7 +71,13 @@ class OperatorCredentials:
 
 
 def issue_operator(
-    certs_dir: Path, name: str, *, now: datetime, days: int = 365, network: Network = Network.GOVERNMENT
+    certs_dir: Path,
+    name: str,
+    *,
+    now: datetime,
+    days: int = 365,
+    network: Network = Network.GOVERNMENT,
+    key_type: KeyType = KeyType.P256,
 ) -> OperatorCredentials:
     """An operator's TLS client certificate (CN ``OPERATOR.<name>``, OU ``tls``) from ``network``'s CA,
     written to ``operators/<name>/`` as PEM pair and as a PKCS#12 file for a browser."""
@@ -81,7 +88,7 @@ def issue_operator(
         raise ConfigError(f"operator {name} already has a certificate in {folder}; remove it to issue anew")
     base = certs_dir / "networks" / network.value
     ca_cert, ca_key, _ = load_key_pair(base / "ca.crt", base / "ca.key")
-    key = generate_key(KeyType.P256)
+    key = generate_key(key_type)
     cert = make_leaf(
         key.public_key(),
         code=OPERATOR_PREFIX + name,
@@ -181,6 +188,7 @@ class Console:
             per_minute=await self._oversight.accepted_per_minute(since=now - timedelta(hours=1)),
             queue=await self._oversight.queue_depths(),
             failing=await self._oversight.failing(limit=20),
+            at_risk=await self._oversight.at_risk(until=now + WARN_BEFORE),
             certificates=await self._certificates(now),
             last_head=head,
             unsigned=last_seq - (head.seq if head else 0),
@@ -255,7 +263,9 @@ class Console:
         await self._feed.poll()  # counters as of this scrape, not as of the last tick
         now = self._clock.now()
         head = await self._oversight.last_audit_head()
+        risks = await self._oversight.at_risk(until=now + WARN_BEFORE)
         text = self._metrics.render(
+            at_risk=[(r.network.value, flag_kind(r, now)) for r in risks],
             queue=await self._oversight.queue_depths(),
             certificates=await self._certificates(now),
             audit_unsigned=await self._oversight.last_seq() - (head.seq if head else 0),

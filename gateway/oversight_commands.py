@@ -33,9 +33,9 @@ from gateway.audit import (
     verify_log,
 )
 from gateway.config import Config
-from gateway.console import issue_operator as issue_operator_files
 from gateway.crypto.pki import PrivateKey, TrustAnchors
-from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.deadlines import WARN_BEFORE, at_risk_view, flag_kind
+from gateway.errors import BadRequest, NotFound
 from gateway.levels import Network
 from gateway.oversight import Search
 from gateway.ports import SystemClock
@@ -72,6 +72,8 @@ def _print_json(value: Any) -> None:
 
 
 def trace(config: Config, args: argparse.Namespace) -> int:
+    if args.overdue:
+        return _overdue(config, args)
     if args.id and args.agency:
         raise BadRequest("give a document id, or --agency CODE, not both")
     if args.agency:
@@ -122,6 +124,35 @@ def _agency(config: Config, args: argparse.Namespace) -> int:
         print("  " + summary_line(s, code))
     if more:
         print(f"  … more: gateway trace --agency {code} --since {args.since} --before {more}")
+    return 0
+
+
+def _overdue(config: Config, args: argparse.Namespace) -> int:
+    """``gateway trace --overdue``: whom to phone, soonest deadline first."""
+    now = datetime.now(UTC)
+    agency = AgencyCode.parse(args.agency).value if args.agency else None
+    risks = [
+        r
+        for r in _with_store(config, lambda o: o.at_risk(until=now + WARN_BEFORE))
+        if (args.id is None or r.document == args.id) and (agency is None or r.recipient == agency)
+    ]
+    if args.json:
+        _print_json({"now": now.isoformat(), "deliveries": [at_risk_view(r, now) for r in risks]})
+        return 0
+    hours = f"{WARN_BEFORE.total_seconds() / 3600:g}"
+    overdue = sum(1 for r in risks if flag_kind(r, now) == "overdue")
+    print(
+        f"{len(risks)} deliveries at risk at {local(now)} (Asia/Ho_Chi_Minh): {overdue} overdue, "
+        f"{len(risks) - overdue} due within {hours} h"
+    )
+    for r in risks:
+        view = at_risk_view(r, now)
+        left = view["minutes_left"]
+        when = f"overdue by {-left} min" if left <= 0 else f"due in {left} min"
+        print(
+            f"  {r.document}  → {r.recipient} ({r.network.value})  due {local(r.due_at)}  {when}  "
+            f"waiting for {view['waiting_for']}"
+        )
     return 0
 
 
@@ -306,14 +337,11 @@ def sign(config: Config, args: argparse.Namespace) -> int:
 
 
 def issue_operator(config: Config, args: argparse.Namespace) -> int:
-    try:
-        files = issue_operator_files(config.certs, args.name, now=datetime.now(UTC), days=args.days)
-    except GatewayError:
-        raise
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
-    print(f"operator certificate OPERATOR.{args.name} (TLS client, {args.days} days):")
-    print(f"  {files.certificate}\n  {files.key}  (secret, 0600)")
-    print(f"  {files.pkcs12}  (for a browser; secret, 0600), password: {files.pkcs12_password}")
-    print(f"open {config.url}/console with it; trust {config.certs / 'trust.pem'} for the server")
-    return 0
+    """``gateway operator issue NAME``: the same as ``gateway certs issue --operator NAME``."""
+    from gateway import certs_commands
+
+    same = argparse.Namespace(
+        certs_action="issue", operator=args.name, agency=None, role=None, key="p256",
+        days=str(args.days), by=None, json=False,
+    )  # fmt: skip
+    return certs_commands.run(config, same)

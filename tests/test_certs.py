@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway import certs_cli
+from gateway import cli
 from gateway.adapters.devpki import (
     agency_paths,
     ca_paths,
@@ -79,7 +79,7 @@ class Ran:
 def certs_sync(home: Path, *args: str) -> Ran:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = certs_cli.main(["--home", str(home), "certs", *args])
+        code = cli.main(["--home", str(home), "certs", *args])
     return Ran(code, out.getvalue(), err.getvalue())
 
 
@@ -325,6 +325,11 @@ def test_issue_stages_next_and_rotate_promotes_it_with_each_key_type(home: Path,
         (["issue", "--agency", G22, "--role", "tls", "--key", "dsa1024"], "invalid choice"),
         (["issue", "--agency", "gateway", "--role", "sign"], "gateway has no sign certificate"),
         (["issue", "--agency", "ADAPTER.MARS", "--role", "tls"], "no network adapter"),
+        (["issue", "--agency", G22], "--role tls|sign|encrypt is required with --agency"),
+        (["issue", "--role", "tls"], "one of the arguments --agency --operator is required"),
+        (["issue", "--agency", G22, "--operator", "ops", "--role", "tls"], "not allowed with argument"),
+        (["issue", "--operator", "ops", "--role", "sign"], "an operator holds only a tls certificate"),
+        (["issue", "--operator", "no spaces please"], "use letters, digits"),
         (["rotate", "--agency", G22, "--overlap", "soon"], "--overlap must be a number"),
         (["rotate", "--agency", G22, "--overlap", "-1"], "--overlap must be between"),
         (["revoke", "12", "--reason", "x"], "give at least 8 hex digits"),
@@ -769,17 +774,36 @@ async def test_serve_warns_at_start_and_logs_expiry_once(
         await node.stop()
 
 
-def test_operator_certificates_are_listed_and_can_be_revoked(home: Path, config: Config) -> None:
-    from gateway.console import issue_operator
-
-    files = issue_operator(config.certs, "ops-1", now=datetime.now(UTC))
+def test_operator_certificates_are_issued_listed_logged_and_can_be_revoked(
+    home: Path, config: Config
+) -> None:
+    issued = certs_sync(home, "issue", "--operator", "ops-1", "--by", "officer-7", "--json")
+    assert issued.code == 0, issued.err
+    files = config.certs / "operators" / "ops-1"
+    assert (files / "tls.key").stat().st_mode & 0o777 == 0o600 and (
+        files / "tls.p12"
+    ).stat().st_mode & 0o777 == 0o600
     listed = certs_sync(home, "list", "--agency", "OPERATOR.ops-1", "--json").json()["certificates"]
     assert [(c["owner"], c["kind"], c["role"], c["state"]) for c in listed] == [
         ("OPERATOR.ops-1", "operator", "tls", "active")
     ]
+    assert listed[0]["serial"] == issued.json()["certificates"][-1]["serial"]
+    logged = certs_sync(home, "log", "--agency", "OPERATOR.ops-1", "--json").json()["events"]
+    assert [(e["event"], e["detail"]["by"], e["detail"]["serial"]) for e in logged] == [
+        ("cert_issued", "officer-7", listed[0]["serial"])
+    ]
+    again = certs_sync(home, "issue", "--operator", "ops-1")
+    assert again.code == 1 and "already has a certificate" in again.err
     trust = trust_for(config)
-    der = x509.load_pem_x509_certificates(files.certificate.read_bytes())[0].public_bytes(Encoding.DER)
+    der = x509.load_pem_x509_certificates((files / "tls.crt").read_bytes())[0].public_bytes(Encoding.DER)
     assert trust.client(der, at=datetime.now(UTC)).code == "OPERATOR.ops-1"
     assert certs_sync(home, "revoke", listed[0]["serial"], "--reason", "left the team").code == 0
     with pytest.raises(Unauthenticated, match="revoked on"):
         trust.client(der, at=datetime.now(UTC))
+
+
+def test_the_command_lines_choices_are_the_pkis_roles_and_key_types() -> None:
+    from gateway import certs_cli
+
+    assert set(certs_cli.ROLE_CHOICES) == {Role.TLS.value, Role.SIGN.value, Role.ENCRYPT.value}
+    assert set(certs_cli.KEY_CHOICES) == {k.value for k in KeyType}

@@ -46,3 +46,28 @@ def test_db_upgrade_command(home: Path) -> None:
         [sys.executable, "-m", "gateway.cli", "db", "upgrade"], env=env, capture_output=True, text=True
     )
     assert again.returncode == 0 and f"revision {head} → {head}" in again.stdout
+
+
+@pytest.mark.postgres
+def test_db_upgrade_on_a_database_named_on_the_command_line(home: Path, pg_database: str) -> None:
+    env = {**os.environ, "GATEWAY_HOME": str(home)}
+    plain = pg_database.replace("postgresql+psycopg://", "postgresql://")  # as an operator writes it
+
+    def upgrade(url: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "db", "upgrade", "--database", url],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+
+    done = upgrade(plain)
+    assert done.returncode == 0 and "revision (empty) → " in done.stdout, done.stderr
+    engine = create_engine(pg_database)
+    try:  # the schema landed on PostgreSQL, not in the home's SQLite file
+        assert schema.current_revision(engine) == done.stdout.strip().rsplit("→ ", 1)[1]
+    finally:
+        engine.dispose()
+    wrong = upgrade("mysql://root@127.0.0.1/test")
+    assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1
+    assert "only sqlite:///FILE and postgresql://USER@HOST/DB are supported" in wrong.stderr

@@ -188,6 +188,21 @@ class CertOffice:
             self._save(inventory)
         return found
 
+    def adopt(self, owner: str) -> Change:
+        """Record what another command just wrote for ``owner`` (an operator's certificate, made by
+        ``gateway.console.issue_operator``) as issued now by this officer."""
+        with self._locked():
+            inventory, found = self._load()
+            mine = [replace(r, issued_at=self.now, issued_by=self.by) for r in found if r.owner == owner]
+            for record in mine:
+                inventory.put(record)
+            self._save(inventory)
+        change = self._found([r for r in found if r.owner != owner])
+        for record in mine:
+            change.records.append(record)
+            change.events.append(cert_event("cert_issued", record, at=self.now, by=self.by, state="active"))
+        return change
+
     def issue(self, code: str, role: Role, *, key_type: KeyType, days: int) -> Change:
         """A new certificate: active if the owner has none for ``role``, else ``next`` (staged)."""
         owner = find_owner(code, self._registry)
