@@ -13,10 +13,12 @@ from html import escape
 from urllib.parse import urlencode
 
 from gateway.audit import SignedHead
+from gateway.deadlines import WARN_BEFORE, flag_kind
 from gateway.levels import Classification, DeliveryState, Network
 from gateway.mailbox import STATUS_MEANING
 from gateway.metrics import CertExpiry
 from gateway.oversight import DocumentSummary, Failing, MinuteCount, QueueDepth
+from gateway.ports import AtRisk
 from gateway.timeline import LEVEL_NAMES, PRIORITY_NAMES, Timeline, detail_text, local, seconds
 
 _STYLE = """
@@ -34,6 +36,8 @@ form.search label{display:flex;flex-direction:column;font-size:12px;color:#555}
 code{font-size:12px}
 """
 
+
+AT_RISK_SHOWN = 20  # the overview lists the soonest; `gateway trace --overdue` lists them all
 
 STEP_COLUMNS = ("time", "since acceptance", "duration", "event", "network", "recipient", "detail")
 RECIPIENT_COLUMNS = (
@@ -54,6 +58,7 @@ class Overview:
     per_minute: Sequence[MinuteCount]
     queue: Sequence[QueueDepth]
     failing: Sequence[Failing]
+    at_risk: Sequence[AtRisk]  # soonest deadline first
     certificates: Sequence[CertExpiry]
     last_head: SignedHead | None
     unsigned: int
@@ -119,6 +124,17 @@ def overview(o: Overview) -> str:
          _td(f.attempts if f.attempts is not None else ""), _td(f.reason[:160])]
         for f in o.failing
     ]  # fmt: skip
+    risk_rows = [
+        [_doc_link(r.document), _td(r.recipient), _td(r.network.value), _td(local(r.due_at)),
+         _td(flag_kind(r, o.now), css="bad" if r.due_at <= o.now else ""),
+         _td("03" if r.fetched_at is not None else "fetch (01) and 03")]
+        for r in o.at_risk[:AT_RISK_SHOWN]
+    ]  # fmt: skip
+    risk_more = (
+        f'<p class="muted">… and {len(o.at_risk) - AT_RISK_SHOWN} more: gateway trace --overdue</p>'
+        if len(o.at_risk) > AT_RISK_SHOWN
+        else ""
+    )
     cert_rows = [
         [_td(c.owner), _td(c.role), _td(local(c.not_after)),
          _td(f"{c.days_left:.1f}", number=True, css="bad" if c.days_left < 7 else "")]
@@ -145,6 +161,10 @@ def overview(o: Overview) -> str:
         f'<section><h2>Failing deliveries</h2><div id="failing">'
         f"{_table(['document', 'what', 'network', 'recipient', 'attempts', 'reason'], failing_rows)}"
         f"</div></section>"
+        f'<section><h2>Deadlines at risk (<span id="at-risk">{len(o.at_risk)}</span>: due within '
+        f"{WARN_BEFORE.total_seconds() / 3600:g} h or overdue, not yet fetched or answered 03)</h2>"
+        f"{_table(['document', 'recipient', 'network', 'due', 'state', 'waiting for'], risk_rows)}"
+        f"{risk_more}</section>"
         f"<section><h2>Certificates expiring within 30 days</h2>"
         f"{_table(['owner', 'role', 'expires', 'days left'], cert_rows)}</section>"
         f'<section><h2>Delivery log</h2><p id="audit">{audit}</p></section>'

@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.ports import AtRisk, Clock, NewEvent, Store
 
 log = logging.getLogger(__name__)
 VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
+# How long before its deadline a delivery counts as at risk: the watcher, `gateway trace
+# --overdue`, the console and /metrics all use this one window, so they agree.
+WARN_BEFORE = timedelta(hours=2)
 
 
 def due_at(due: str | None) -> datetime | None:
@@ -38,6 +42,22 @@ def flag_kind(risk: AtRisk, now: datetime) -> str:
     return "overdue" if risk.due_at <= now else "deadline_near"
 
 
+def at_risk_view(risk: AtRisk, now: datetime) -> dict[str, Any]:
+    """One delivery at risk as operators read it (CLI ``--json``, console): no subject, ever."""
+    return {
+        "document": risk.document,
+        "recipient": risk.recipient,
+        "network": risk.network.value,
+        "state": flag_kind(risk, now),
+        "due_at": risk.due_at.isoformat(),
+        "minutes_left": round((risk.due_at - now).total_seconds() / 60),
+        "fetched": risk.fetched_at is not None,
+        # fetched means the 01 is in; what is still missing is the recipient's 03 (or 02/04-06)
+        "waiting_for": "03" if risk.fetched_at is not None else "fetch (01) and 03",
+        "flagged": sorted(risk.flagged),
+    }
+
+
 class DeadlineWatcher:
     """Flags deliveries at risk of missing their deadline, at most once per kind and recipient."""
 
@@ -46,7 +66,7 @@ class DeadlineWatcher:
         store: Store,
         clock: Clock,
         *,
-        warn_before: timedelta = timedelta(hours=2),
+        warn_before: timedelta = WARN_BEFORE,
         interval: float = 30.0,
     ) -> None:
         self._store = store

@@ -149,6 +149,7 @@ class Metrics:
         certificates: Iterable[CertExpiry],
         audit_unsigned: int,
         audit_last_signed: datetime | None,
+        at_risk: Iterable[tuple[str, str]] = (),
     ) -> str:
         """The Prometheus text exposition format, version 0.0.4."""
         out = _Writer()
@@ -189,6 +190,14 @@ class Metrics:
             "gauge",
             "Routes waiting to be carried, by target network and priority.",
             [({"network": n, "priority": p}, v) for (n, p), v in depth.items()],
+        )
+        risk: Counter[tuple[str, str]] = Counter(at_risk)
+        out.family(
+            "gateway_deliveries_at_risk",
+            "gauge",
+            "Deliveries whose deadline is near (state deadline_near) or past (overdue), not yet fetched "
+            "or answered 03, by the recipient's network.",
+            [({"network": n, "state": st}, v) for (n, st), v in risk.items()],
         )
         certs = list(certificates)
         out.family(

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from gateway.audit import AuditLog, AuditRecord, SignedHead
-from gateway.ports import DeliveryRecord, DocumentRecord, EventRecord
+from gateway.ports import AtRisk, DeliveryRecord, DocumentRecord, EventRecord
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,10 @@ class Oversight(AuditLog, Protocol):
     async def events_after(self, seq: int, *, limit: int) -> list[FeedEvent]: ...
 
     async def last_seq(self) -> int: ...
+
+    async def at_risk(self, *, until: datetime) -> list[AtRisk]:
+        """Deliveries due by ``until`` (or overdue) not yet fetched or answered 03, soonest first."""
+        ...
 
     async def audit_heads(self, *, from_seq: int = 0) -> list[SignedHead]: ...
 

@@ -34,6 +34,12 @@ def register(subparsers: Any) -> None:
     trace.add_argument(
         "--state", choices=states, help="only deliveries in this state (failed: also quarantined)"
     )
+    trace.add_argument(
+        "--overdue",
+        action="store_true",
+        help="deliveries overdue or due within 2 hours, not yet fetched or answered 03 (with ID or "
+        "--agency: of that document, or to that agency)",
+    )
     trace.add_argument("--limit", type=int, default=100)
     trace.add_argument("--before", metavar="ID", help="older than this document (the next page)")
     trace.add_argument("--json", action="store_true")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ import pytest
 from gateway.agent import sign_package
 from gateway.config import Config
 from gateway.deadlines import VIETNAM, DeadlineWatcher, due_at
-from gateway.edxml import NewEdoc, Organ, build_edoc
+from gateway.edxml import NewEdoc, Organ, build_edoc, build_status
 from gateway.levels import Network, Priority, StatusCode
 from gateway.node import Node
 from tests.conftest import A01, G22, H41, I01, client_context, set_setting, wait_delivered
@@ -137,8 +138,6 @@ async def test_deadline_near_then_overdue_flagged_once(config: Config) -> None:
 
         # A01 fetches and answers 03; I01 does nothing.
         await node.mailbox.fetch(A01, accepted.id)
-        from gateway.edxml import build_status
-
         status = sign_package(
             config.certs,
             A01,
@@ -172,3 +171,71 @@ async def test_inbox_reports_the_urgency(node: Node, config: Config, agency) -> 
     await wait_delivered(node, body["id"])
     _, inbox = await agency(A01).call("GET", "/v1/inbox")
     assert inbox["documents"][0]["priority"] == int(Priority.THUONG_KHAN)
+
+
+async def test_deliveries_at_risk_in_trace_overdue_metrics_and_console(
+    node: Node, config: Config, agency, home
+) -> None:
+    """The operator's three views of deadlines agree: who is overdue, who is due soon, and not
+    anyone who fetched and answered 03, nor a document due tomorrow."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.oversight_helpers import gateway, operator, operator_session, settle
+
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    async def send(recipients: list[str], due: datetime, tag: str) -> str:
+        doc = NewEdoc(
+            sender=Organ(G22),
+            recipients=[Organ(r) for r in recipients],
+            document_id=f"{G22},2026/12/01,{tag}/HAN",
+            subject=f"Báo cáo {tag}",
+            due=due.astimezone(VIETNAM).strftime("%Y/%m/%d %H:%M:%S"),
+        )
+        status, body = await agency(G22).send(sign_package(config.certs, G22, build_edoc(doc, now=now)))
+        assert status == 202, body
+        await wait_delivered(node, body["id"])
+        return str(body["id"])
+
+    soon = await send([A01, I01], now + timedelta(minutes=30), "SOON")
+    late = await send([H41], now - timedelta(minutes=10), "LATE")
+    await send([A01], now + timedelta(days=1), "LATER")  # not at risk yet
+    # A01 fetches the first one and answers 03: no longer at risk. I01 has done nothing.
+    assert (await agency(A01).call("GET", f"/v1/edocs/{soon}"))[0] == 200
+    answer = build_status(
+        sender=Organ(A01), about_organ=G22, about_document_id=f"{G22},2026/12/01,SOON/HAN",
+        code=StatusCode.ACCEPTED, now=now,
+    )  # fmt: skip
+    status, _ = await agency(A01).call(
+        "POST", f"/v1/edocs/{soon}/status", sign_package(config.certs, A01, answer)
+    )
+    assert status == 202
+    await settle(node)
+
+    out = await gateway(home, "trace", "--overdue", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = [
+        (d["document"], d["recipient"], d["state"], d["waiting_for"])
+        for d in json.loads(out.stdout)["deliveries"]
+    ]
+    assert rows == [
+        (late, H41, "overdue", "fetch (01) and 03"),
+        (soon, I01, "deadline_near", "fetch (01) and 03"),
+    ]
+    text = await gateway(home, "trace", "--overdue", "--agency", I01)
+    assert text.returncode == 0, text.stderr
+    assert f"{soon}  → {I01} (front)" in text.stdout and late not in text.stdout
+    assert "Báo cáo" not in text.stdout  # whom to phone, not what the document says
+
+    creds = operator(config)
+    async with operator_session(config, creds) as session:
+        async with session.get(f"https://localhost:{node.port}/metrics") as reply:
+            families = {f.name: f for f in text_string_to_metric_families(await reply.text())}
+        async with session.get(f"https://localhost:{node.port}/console") as reply:
+            page = await reply.text()
+    at_risk = {
+        (s.labels["network"], s.labels["state"]): s.value
+        for s in families["gateway_deliveries_at_risk"].samples
+    }
+    assert at_risk == {("government", "overdue"): 1, ("front", "deadline_near"): 1}
+    assert '<span id="at-risk">2</span>' in page and f"/console/documents/{late}" in page

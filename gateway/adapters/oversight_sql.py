@@ -30,7 +30,7 @@ from gateway.oversight import (
     Search,
     TraceParts,
 )
-from gateway.ports import EventRecord
+from gateway.ports import AtRisk, EventRecord
 
 log = logging.getLogger(__name__)
 H = AuditHeadRow.__table__  # type: ignore[attr-defined]
@@ -135,6 +135,9 @@ class SqlOversight:
 
     async def last_seq(self) -> int:
         return await self._store.read_with(lambda c: int(c.execute(select(func.max(E.c.seq))).scalar() or 0))
+
+    async def at_risk(self, *, until: datetime) -> list[AtRisk]:
+        return await self._store.deadlines_at_risk(until=until)  # the watcher's own query
 
     async def audit_heads(self, *, from_seq: int = 0) -> list[SignedHead]:
         def op(conn: Connection) -> list[SignedHead]:
