@@ -5,5 +5,6 @@ COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY schemas_xml ./schemas_xml
 RUN pip install --no-cache-dir ".[postgres]"
-RUN useradd --create-home gateway
+# The home volume (dev PKI, registry) is mounted here: it must belong to the user that writes it.
+RUN useradd --create-home gateway && mkdir -p /var/lib/gateway && chown gateway:gateway /var/lib/gateway
 USER gateway

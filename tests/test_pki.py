@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import ssl
 import stat
 import time
 from collections.abc import Callable
@@ -128,8 +130,27 @@ def test_adapter_and_server_certificates(pki: Path, anchors: TrustAnchors) -> No
     who = anchors.verify(server, role=Role.TLS, at=NOW)
     assert (who.code, who.network) == ("gateway", Network.GOVERNMENT)
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert san.get_values_for_type(x509.DNSName) == ["localhost", "party", "government", "front"]
     assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+
+
+@pytest.mark.parametrize("name", ["government", "localhost", "127.0.0.1"])
+async def test_a_peer_reaches_the_server_by_its_network_name(pki: Path, name: str) -> None:
+    """docker-compose.yml's nodes call each other https://government:8443: a real TLS handshake on
+    loopback, checking the server's certificate for that name as aiohttp's client does."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(*(str(p) for p in server_paths(pki)))
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    client_ctx = ssl.create_default_context(cafile=str(pki / "trust.pem"))
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx, server_hostname=name)
+        writer.close()
+        with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+            await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx, server_hostname="elsewhere")
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def test_a_deleted_certificate_is_reissued_for_the_existing_key(tmp_path: Path) -> None:

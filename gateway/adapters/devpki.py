@@ -58,7 +58,9 @@ BASIC_ADAPTER_ROLES = (Role.TLS, Role.SIGN)  # what the gateway needs to run
 INVENTORY = "inventory.json"
 SERVER_CODE = "gateway"
 SERVER_NETWORK = Network.GOVERNMENT
-SERVER_DNS = ("localhost",)
+# localhost, and the network names: docker-compose.yml's services, by which each node of the
+# federation reaches its peers (https://government:8443); all nodes share this dev certificate.
+SERVER_DNS = ("localhost", *(n.value for n in Network))
 SERVER_IPS = ("127.0.0.1", "::1")
 LEAF_DAYS = 825  # the CA/Browser Forum's old maximum: long enough for a dev PKI
 # CAs outlive leaves so agencies added later still get full-length certificates.
