@@ -15,6 +15,9 @@ import base64
 import contextlib
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -136,7 +139,20 @@ _worker_adapters: dict[Network, NetworkAdapter] = {}
 _worker_clock = SystemClock()
 
 
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """A worker of a node that was killed (SIGKILL, OOM) would otherwise live on, orphaned, holding
+    keys in memory; when the node restarts, its new workers would join them. Exit instead."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _start_worker(certs_dir: str, registry_path: str, networks: tuple[str, ...]) -> None:
+    _exit_with_parent(os.getppid())
     # Keys are loaded once per worker process: parsing PEM per document would cost 40x.
     from gateway.adapters.keystore import FileTrust, load_seal_key
     from gateway.agency import load_registry

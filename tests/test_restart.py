@@ -52,6 +52,26 @@ async def wait_healthy(
     raise AssertionError("server did not become healthy")
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 def counts(db: Path) -> tuple[int, int]:
     with sqlite3.connect(db, timeout=10) as conn:
         delivered = conn.execute("select count(*) from deliveries where state = 'delivered'").fetchone()[0]
@@ -74,6 +94,7 @@ async def test_sigkill_mid_burst_loses_and_duplicates_nothing(config: Config, ho
     accepted: dict[int, str] = {}
     proc = start_server(home, port)
     killed_with_pending = False
+    workers: list[int] = []
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=client_context(config, G22))
     ) as session:
@@ -94,6 +115,7 @@ async def test_sigkill_mid_burst_loses_and_duplicates_nothing(config: Config, ho
                 delivered, pending = counts(db) if db.exists() else (0, 0)
                 if delivered >= 30 and pending > 0:
                     killed_with_pending = True
+                    workers.extend(children(proc.pid))  # before the kill: then they are orphans
                     proc.send_signal(signal.SIGKILL)
                     return
                 if proc.poll() is not None:
@@ -109,6 +131,13 @@ async def test_sigkill_mid_burst_loses_and_duplicates_nothing(config: Config, ho
         proc.wait(timeout=10)
         assert proc.returncode == -signal.SIGKILL
         assert killed_with_pending, "the burst finished before the kill; the test proved nothing"
+        assert workers, "the server ran no carrier processes"
+        for _ in range(100):  # the killed server's carriers notice and exit, not live on orphaned
+            if not any(Path(f"/proc/{pid}").exists() and not zombie(pid) for pid in workers):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"carrier processes {workers} outlived their killed server")
         before_restart = set(accepted.values())
 
         # Restart on the same home; resend what was never acknowledged (an agency system would).
