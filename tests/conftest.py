@@ -87,6 +87,7 @@ def make_package(
     document_id: str | None = None,
     content: str = "Nội dung văn bản hành chính",
     priority: Priority = Priority.THUONG,
+    now: datetime | None = None,
 ) -> bytes:
     doc = NewEdoc(
         sender=Organ(sender),
@@ -96,7 +97,7 @@ def make_package(
         content=content,
         priority=priority,
     )
-    return sign_package(config.certs, sender, build_edoc(doc, now=datetime.now(UTC)))
+    return sign_package(config.certs, sender, build_edoc(doc, now=now or datetime.now(UTC)))
 
 
 @dataclass

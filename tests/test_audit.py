@@ -225,3 +225,39 @@ async def test_events_of_an_older_database_are_chained_when_it_is_opened(config:
         db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'ix_documents_document_id'").fetchone()[0]
         == 1
     )
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_an_operation_that_fails_in_a_batch_leaves_no_record_and_no_gap(
+    engine: str, config: Config, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Records are chained at commit, not as they are written: one operation of a group commit
+    that fails takes its records with it, the others' are chained without a hole."""
+    import asyncio
+
+    from gateway.adapters.sqlstore import _append_events
+    from gateway.errors import NotFound
+
+    url = request.getfixturevalue("pg_database") if engine == "postgresql" else sqlite_url(tmp_path / "b.db")
+    store = SqlStore(url)
+    now = datetime.now(UTC)
+
+    def failing(conn: object) -> None:
+        _append_events(conn, [NewEvent("retry", now, None, None, None, {"n": "lost"})])  # type: ignore[arg-type]
+        raise NotFound("this operation fails after writing its record")
+
+    try:
+        results = await asyncio.gather(
+            store.add_events([NewEvent("cert_issued", now, None, None, None, {"n": 1})]),
+            store.write_with(failing),
+            store.add_events([NewEvent("cert_issued", now, None, None, None, {"n": 2})]),
+            return_exceptions=True,
+        )
+        assert results[0] is None and isinstance(results[1], NotFound) and results[2] is None
+        records = await SqlOversight(store).audit_records(after=0, limit=100)
+        assert [(r.seq, json.loads(r.detail)["n"]) for r in records] == [(1, 1), (2, 2)]
+        assert verify_log(records, [], load_trust_anchors(config.certs)).ok
+        with pytest.raises(RuntimeError, match="only inside a store write"):
+            _append_events(store._engine.connect(), [NewEvent("retry", now)])  # type: ignore[attr-defined]
+    finally:
+        await store.close()

@@ -121,15 +121,18 @@ async def test_resend_is_idempotent_and_a_changed_resend_conflicts(
     node: Node, config: Config, agency
 ) -> None:
     client = agency(G22)
-    package = make_package(config, G22, [A01], document_id=f"{G22},2026/11/22,77/VPCP")
+    written = datetime.now(UTC)  # the package's times are part of its content: keep them the same
+    package = make_package(config, G22, [A01], document_id=f"{G22},2026/11/22,77/VPCP", now=written)
     first = await client.send(package)
     again = await client.send(package)
     assert first[0] == again[0] == 202
     assert again[1]["id"] == first[1]["id"] and again[1]["duplicate"] is True
     # Re-signing the same content is still the same document.
-    resigned = make_package(config, G22, [A01], document_id=f"{G22},2026/11/22,77/VPCP")
+    resigned = make_package(config, G22, [A01], document_id=f"{G22},2026/11/22,77/VPCP", now=written)
     assert (await client.send(resigned))[1]["id"] == first[1]["id"]
-    changed = make_package(config, G22, [A01], document_id=f"{G22},2026/11/22,77/VPCP", content="khác")
+    changed = make_package(
+        config, G22, [A01], document_id=f"{G22},2026/11/22,77/VPCP", content="khác", now=written
+    )
     status, body = await client.send(changed)
     assert (status, body["error"]) == (409, "document_conflict")
     assert first[1]["id"] in body["message"]

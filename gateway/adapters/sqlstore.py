@@ -119,28 +119,44 @@ def _delivery(row: Any) -> DeliveryRecord:
 _CHAIN_LOCK = 0x65645843  # the delivery log's advisory lock key on PostgreSQL ('edXC')
 
 
+_PENDING_EVENTS = "gateway_pending_events"  # conn.info key: this transaction's records, not yet chained
+
+
 def _append_events(conn: Connection, events: Sequence[NewEvent]) -> None:
     """Append events to the tamper-evident delivery log (``gateway.audit``): each record carries
     the hash of the record before it. Every insert into ``events`` goes through here.
 
-    The head is read inside the caller's transaction and SQLite has one writer (this store's
-    writer thread, under BEGIN IMMEDIATE), so appends are serialized and the chain cannot fork.
-    PostgreSQL replicas sharing one database serialize on a transaction-scoped advisory lock,
-    held to commit, so seqs are also committed in order (the metrics feed relies on that). It is
-    taken mid-transaction: a rare lock cycle with another replica's row locks is broken by
-    PostgreSQL's deadlock detector, failing that batch as a StoreError (taking it first in every
-    write transaction would rule that out: a later issue)."""
+    The records are held with the transaction and chained by ``_chain_pending_events`` just before
+    it commits (``SqlStore._run_batch``), so the one lock that orders the chain is held for a
+    single insert and the commit, not for the whole batch: PostgreSQL replicas sharing a database
+    take turns only for that moment. The request id is the caller's (operations run in their
+    caller's context, see ``_write``); background work gets one id per call, so its records group.
+    """
     if not events:
+        return
+    held = conn.info.get(_PENDING_EVENTS)
+    if held is None:  # outside SqlStore._run_batch nothing would ever chain and write them
+        raise RuntimeError("delivery-log records are appended only inside a store write")
+    request_id = current_request_id() or f"job-{secrets.token_hex(6)}"
+    held.extend((ev, request_id) for ev in events)
+
+
+def _chain_pending_events(conn: Connection) -> None:
+    """Write the transaction's held records at the head of the chain: the last statement before
+    COMMIT. SQLite has one writer (this store's thread, under BEGIN IMMEDIATE), so the head cannot
+    move under us; PostgreSQL replicas serialise on a transaction-scoped advisory lock, held to
+    commit, so seqs are also committed in order (the metrics feed relies on that). It is taken
+    after every row lock of the transaction, and its holder waits for nothing else, so it can
+    take part in no deadlock."""
+    pending: list[tuple[NewEvent, str]] = conn.info.pop(_PENDING_EVENTS, [])
+    if not pending:
         return
     if conn.dialect.name == "postgresql":
         conn.execute(select(func.pg_advisory_xact_lock(_CHAIN_LOCK)))
     head = conn.execute(select(E.c.seq, E.c.hash).order_by(E.c.seq.desc()).limit(1)).first()
     seq, prev = (int(head.seq), str(head.hash)) if head is not None else (0, GENESIS)
-    # The request this write serves (operations run in their caller's context, see _write);
-    # background work (courier, watchers) gets one id per operation, so its records still group.
-    request_id = current_request_id() or f"job-{secrets.token_hex(6)}"
     rows = []
-    for ev in events:
+    for ev, request_id in pending:
         seq += 1
         detail = json.dumps(ev.detail, ensure_ascii=False, sort_keys=True)
         digest = record_hash(ev.kind, utc_text(ev.at), ev.document, ev.recipient, ev.network, request_id,
@@ -216,15 +232,20 @@ class SqlStore:
         outcomes: list[tuple[bool, Any]] = []
         try:
             with self._engine.connect() as conn, conn.begin():
+                conn.info[_PENDING_EVENTS] = []  # a pooled connection may carry a failed batch's
                 for op in ops:
+                    held = len(conn.info[_PENDING_EVENTS])
                     try:
                         with conn.begin_nested():
                             outcomes.append((True, op(conn)))
                     except ClientError as exc:
+                        del conn.info[_PENDING_EVENTS][held:]  # its savepoint is gone: so are its records
                         outcomes.append((False, exc))
                     except SQLAlchemyError as exc:
+                        del conn.info[_PENDING_EVENTS][held:]
                         log.error("store operation failed: %s", exc.__class__.__name__)
                         outcomes.append((False, StoreError(f"database error: {exc.__class__.__name__}")))
+                _chain_pending_events(conn)
         except SQLAlchemyError as exc:
             # The commit itself failed: nothing of this batch is stored, so nobody may be told it is.
             log.error("store commit failed: %s", exc)
