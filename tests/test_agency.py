@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import time
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -409,19 +408,17 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_registry(tmp_path / "absent.csv")
 
 
-def test_loading_many_agencies_is_fast(tmp_path: Path) -> None:
-    # A coarse guard only (the real measurement is bench/registry_load.py): 20,000 rows, generous bound.
+def test_many_agencies_load_with_every_row_intact(tmp_path: Path) -> None:
+    # Speed is measured by bench/registry_load.py (120,000 agencies), never by a timed test.
     agencies = [Agency("000.00.00.H41", "UBND tỉnh Nghệ An", GOV)]
     agencies += [
         _agency(f"H41.{i // 1000:02d}.{i % 1000:03d}", parent="000.00.00.H41") for i in range(20_000)
     ]
     path = tmp_path / "registry.csv"
     write_registry(path, agencies)
-    started = time.perf_counter()
     registry = load_registry(path)
-    assert time.perf_counter() - started < 2.0
     assert len(registry) == 20_001
-    assert registry.get("H41.19.999") == agencies[-1]
+    assert registry.get("H41.19.999") == agencies[-1] and registry.get("H41.00.000") == agencies[1]
 
 
 def test_loading_leaves_the_garbage_collector_as_it_was(tmp_path: Path) -> None:
