@@ -35,12 +35,23 @@ Observer = Callable[[list[FeedEvent]], None]
 
 
 class EventFeed:
-    """Tails the delivery log from where it stood when the feed started."""
+    """Tails the delivery log from where it stood when the feed started.
+
+    Replicas of one node share one log; each hands on only the records its own store wrote (and
+    those of the command line, which no replica wrote), so that summed over replicas every record
+    is counted and logged once (command-line records, such as certificate events, on each)."""
 
     def __init__(
-        self, source: Oversight, observers: Sequence[Observer], *, interval: float = 1.0, batch: int = 5000
+        self,
+        source: Oversight,
+        observers: Sequence[Observer],
+        *,
+        writer: str | None = None,
+        interval: float = 1.0,
+        batch: int = 5000,
     ) -> None:
         self._source = source
+        self._writer = writer
         self._observers = list(observers)
         self._interval = interval
         self._batch = batch
@@ -58,8 +69,9 @@ class EventFeed:
                 events = await self._source.events_after(self._seq, limit=self._batch)
                 if not events:
                     return seen
-                for observe in self._observers:
-                    observe(events)
+                mine = [e for e in events if e.writer in (None, self._writer)]
+                for observe in self._observers if mine else ():
+                    observe(mine)
                 self._seq = events[-1].seq
                 seen += len(events)
 

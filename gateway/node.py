@@ -129,7 +129,7 @@ class Node:
         self.clock = clock or SystemClock()
         self.registry: Registry = load_registry(config.registry)
         self.trust = FileTrust.from_dir(config.certs, self.registry)
-        self.store = SqlStore(config.database_url, synchronous=config.sqlite_synchronous)
+        self.store = SqlStore(config.database_url, synchronous=config.sqlite_synchronous, writer=config.node)
         # A per-network node holds only its own adapter's keys; the embedded node holds all three.
         served = (config.network,) if config.network else tuple(Network)
         self.adapters = {
@@ -222,7 +222,7 @@ class Node:
         )
         links = [(a.value, b.value) for a in served for b in served if a is not b]
         self.metrics = Metrics(links)
-        self.feed = EventFeed(self.oversight, [self.metrics.observe, EventLines()])
+        self.feed = EventFeed(self.oversight, [self.metrics.observe, EventLines()], writer=self.config.node)
         self.console = Console(
             self.oversight,
             self.trust,

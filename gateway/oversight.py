@@ -101,6 +101,7 @@ class FeedEvent:
     sender_network: str | None
     document_kind: str | None
     accepted_at: datetime | None
+    writer: str | None = None  # the node (replica) that wrote it; None: the command line
 
 
 class Oversight(AuditLog, Protocol):

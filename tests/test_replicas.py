@@ -4,6 +4,7 @@ even when one is killed in the middle of carrying."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -74,6 +75,17 @@ async def burst(session: aiohttp.ClientSession, ports: list[int], packages: list
     return ids
 
 
+def logged_events(log: Path) -> list[str]:
+    """The delivery-log records a replica wrote as JSON lines (logger gateway.events)."""
+    found = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("logger") == "gateway.events":
+                found.append(entry["event"])
+    return found
+
+
 async def until_drained(database: str, timeout: float = 90) -> None:
     for _ in range(int(timeout / 0.2)):
         if rows(database, "select count(*) from routes where state = 'pending'") == [(0,)]:
@@ -113,6 +125,14 @@ async def test_two_replicas_share_one_queue(config: Config, home: Path, pg_datab
     assert_exactly_once(pg_database, ids, 3)
     by_replica = Counter(r[0] for r in rows(pg_database, "select carried_by from routes"))
     assert set(by_replica) == {"r1", "r2"}, f"both replicas should have carried routes: {by_replica}"
+    # Each replica logs (and counts in /metrics) the records it wrote, not its sibling's too:
+    # summed over the replicas, every delivery is one log line.
+    logged = {name: Counter(logged_events(home / f"{name}.log")) for name in ("r1", "r2")}
+    carried = dict(
+        rows(pg_database, "select writer, count(*) from events where kind = 'delivered' group by writer")
+    )
+    assert {name: lines["delivered"] for name, lines in logged.items()} == carried
+    assert sum(lines["accepted"] for lines in logged.values()) == len(ids)
 
 
 async def test_killed_replicas_claims_are_taken_over(config: Config, home: Path, pg_database: str) -> None:

@@ -290,6 +290,7 @@ class SqlOversight:
                     r.doc_network,
                     r.doc_kind,
                     r.doc_accepted_at,
+                    r.writer,
                 )
                 for r in rows
             ]

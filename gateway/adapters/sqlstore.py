@@ -120,6 +120,7 @@ _CHAIN_LOCK = 0x65645843  # the delivery log's advisory lock key on PostgreSQL (
 
 
 _PENDING_EVENTS = "gateway_pending_events"  # conn.info key: this transaction's records, not yet chained
+_WRITER = "gateway_writer"  # conn.info key: the node whose store is writing (events.writer)
 
 
 def _append_events(conn: Connection, events: Sequence[NewEvent]) -> None:
@@ -173,6 +174,7 @@ def _chain_pending_events(conn: Connection) -> None:
                 "request_id": request_id,
                 "prev_hash": prev,
                 "hash": digest,
+                "writer": conn.info.get(_WRITER),
             }
         )
         prev = digest
@@ -182,8 +184,11 @@ def _chain_pending_events(conn: Connection) -> None:
 class SqlStore:
     """``gateway.ports.Store`` on a SQLAlchemy engine."""
 
-    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, url: str, *, synchronous: str = "FULL", writer: str | None = None) -> None:
+        """``writer``: the node this store serves (replicas of one node each have their own name);
+        recorded with every delivery-log record it writes. ``None`` for the command line."""
         self.url = url
+        self.writer = writer
         try:
             self._engine = make_engine(url, synchronous)
             schema.upgrade(self._engine)  # migrations, not create_all: one history for every database
@@ -233,6 +238,7 @@ class SqlStore:
         try:
             with self._engine.connect() as conn, conn.begin():
                 conn.info[_PENDING_EVENTS] = []  # a pooled connection may carry a failed batch's
+                conn.info[_WRITER] = self.writer
                 for op in ops:
                     held = len(conn.info[_PENDING_EVENTS])
                     try:

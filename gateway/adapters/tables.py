@@ -134,6 +134,9 @@ class EventRow(SQLModel, table=True):
     request_id: str | None = Field(default=None, max_length=64)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    # The node (replica) whose store wrote the record; NULL for the command line. Not part of the
+    # hash: it tells each replica which records to count and log, it is not evidence.
+    writer: str | None = Field(default=None, max_length=64)
 
 
 class AuditHeadRow(SQLModel, table=True):
