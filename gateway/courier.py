@@ -151,8 +151,10 @@ def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _start_worker(certs_dir: str, registry_path: str, networks: tuple[str, ...]) -> None:
-    _exit_with_parent(os.getppid())
+def _start_worker(certs_dir: str, registry_path: str, networks: tuple[str, ...], parent: int) -> None:
+    # The node's pid comes from the node: read here, it would already be init's if the node was
+    # killed while this worker was still starting (seen: SIGKILL during the first carry).
+    _exit_with_parent(parent)
     # Keys are loaded once per worker process: parsing PEM per document would cost 40x.
     from gateway.adapters.keystore import FileTrust, load_seal_key
     from gateway.agency import load_registry
@@ -184,7 +186,7 @@ class ProcessCarrier:
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
             initializer=_start_worker,
-            initargs=(str(certs_dir), str(registry_path), tuple(n.value for n in networks)),
+            initargs=(str(certs_dir), str(registry_path), tuple(n.value for n in networks), os.getpid()),
         )
 
     async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:

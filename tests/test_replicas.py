@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 
 from gateway.config import Config
 from tests.conftest import A01, G22, H41, I01, client_context, make_package
-from tests.test_restart import free_port
+from tests.test_restart import children, free_port, zombie
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -156,6 +156,7 @@ async def test_killed_replicas_claims_are_taken_over(config: Config, home: Path,
                     pg_database, "select count(*) from routes where state = 'pending' and claimed_by = 'r2'"
                 )
                 if held[0][0] > 0:
+                    workers = children(r2.pid)  # its carriers, perhaps still starting up
                     r2.send_signal(signal.SIGKILL)
                     r2.wait(timeout=10)
                     killed = True
@@ -172,3 +173,11 @@ async def test_killed_replicas_claims_are_taken_over(config: Config, home: Path,
     assert_exactly_once(pg_database, ids, 2)
     carried = Counter(r[0] for r in rows(pg_database, "select carried_by from routes"))
     assert carried["r1"] > 0
+    # The killed replica's carrier processes did not live on as orphans (their watch reads the
+    # node's pid from the node, so even one killed before its worker finished starting is seen).
+    for _ in range(100):
+        if not [pid for pid in workers if Path(f"/proc/{pid}").exists() and not zombie(pid)]:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"r2's carrier processes {workers} outlived it")
