@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +33,22 @@ async def delivered(node: Node, doc_id: str) -> None:
         if deliveries and all(d.state is DeliveryState.DELIVERED for d in deliveries):
             return
         await asyncio.sleep(0.002)
+
+
+def committed(database: Path, doc_id: str, seen: dict[str, float]) -> None:
+    """In a thread of its own, on a plain SQLite connection: the moment the delivery is committed
+    into the inbox. Asking through the node's own store (as ``delivered`` does) adds the wait for
+    its busy event loop and reader threads, which is the benchmark's cost, not the gateway's."""
+    conn = sqlite3.connect(database, timeout=30)
+    try:
+        while True:
+            row = conn.execute("select state from deliveries where document = ?", (doc_id,)).fetchone()
+            if row and row[0] == DeliveryState.DELIVERED.value:
+                seen["at"] = time.perf_counter()
+                return
+            time.sleep(0.001)
+    finally:
+        conn.close()
 
 
 async def drained(node: Node) -> None:
@@ -66,16 +84,27 @@ async def run(n: int) -> None:
         await queue(node, backlog, G22)
         print(f"queued {n} ordinary documents in {time.perf_counter() - t:.0f} s (courier stopped)")
         courier = asyncio.create_task(node.courier.run())
-        await asyncio.sleep(1.0)  # the carriers are busy with the backlog
+        # Send once the carriers are up and draining the backlog (their processes take about two
+        # seconds to start here; a document sent before that waits for them, whatever its urgency).
+        t = time.perf_counter()
+        while await node.store.pending_routes() > n - 100:
+            await asyncio.sleep(0.01)
+        print(f"carriers draining the backlog {time.perf_counter() - t:.1f} s after the courier started")
         start = time.perf_counter()
         accepted = await node.intake.submit(G22, urgent)
+        seen: dict[str, float] = {}
+        watcher = threading.Thread(target=committed, args=(home / "gateway.db", accepted.id, seen))
+        watcher.start()
         await delivered(node, accepted.id)
         urgent_ms = (time.perf_counter() - start) * 1000
+        await asyncio.to_thread(watcher.join)
+        inbox_ms = (seen["at"] - start) * 1000
         await drained(node)
         fifo_s = time.perf_counter() - start
         print(
-            f"urgency: Hỏa tốc in its inbox {urgent_ms:.0f} ms after it was sent behind a backlog of {n}; "
-            f"the backlog ahead of it drained only {fifo_s:.1f} s later (its wait in a FIFO queue)"
+            f"urgency: Hỏa tốc committed into its inbox {inbox_ms:.0f} ms after it was sent behind a "
+            f"backlog of {n} (seen through the node's own store after {urgent_ms:.0f} ms); the backlog "
+            f"ahead of it drained only {fifo_s:.1f} s later (its wait in a FIFO queue)"
         )
 
         # Fairness: one sender floods; another sends a document every so often meanwhile.

@@ -318,17 +318,29 @@ class SqlStore:
         until = now + timedelta(seconds=lease_seconds)
 
         def op(conn: Connection) -> list[RouteJob]:
-            candidates = (
-                select(R.c.id)
-                .where(R.c.state == "pending", or_(R.c.claimed_until.is_(None), R.c.claimed_until < now))
-                .order_by(R.c.priority.desc(), R.c.fair_rank, R.c.id)
-                .limit(limit)
-            )
-            if exclude:
-                candidates = candidates.where(R.c.network.not_in([n.value for n in exclude]))
-            if conn.dialect.name == "postgresql":
-                candidates = candidates.with_for_update(skip_locked=True)
-            ids = [row.id for row in conn.execute(candidates)]
+            # One lane at a time, most urgent first: within a lane ix_routes_claim gives (fair_rank,
+            # id) in order, so a claim reads about `limit` rows. One query ordered by priority DESC
+            # then fair_rank ASC cannot follow that index and sorted the whole backlog every time
+            # (a Hỏa tốc document waited a second behind 10,000 routes instead of 0.2 s).
+            ids: list[int] = []
+            for priority in sorted(map(int, Priority), reverse=True):
+                if len(ids) == limit:
+                    break
+                candidates = (
+                    select(R.c.id)
+                    .where(
+                        R.c.state == "pending",
+                        R.c.priority == priority,
+                        or_(R.c.claimed_until.is_(None), R.c.claimed_until < now),
+                    )
+                    .order_by(R.c.fair_rank, R.c.id)
+                    .limit(limit - len(ids))
+                )
+                if exclude:
+                    candidates = candidates.where(R.c.network.not_in([n.value for n in exclude]))
+                if conn.dialect.name == "postgresql":
+                    candidates = candidates.with_for_update(skip_locked=True)
+                ids += [row.id for row in conn.execute(candidates)]
             if not ids:
                 return []
             conn.execute(
