@@ -21,7 +21,6 @@ import asyncio
 import os
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -37,7 +36,7 @@ import psycopg
 from gateway.config import DEFAULT_CARRIERS, load_config
 from gateway.node import init_home
 from tests.conftest import client_context, make_package
-from tests.test_restart import free_port
+from tests.processes import free_port, start_gateway, wait_healthy
 
 SENDER = "000.00.00.G22"
 RECIPIENTS = ["000.00.00.A01", "000.00.00.I01", "000.00.00.H41", "000.00.00.G12"]
@@ -94,26 +93,7 @@ def start_replica(home: Path, name: str, port: int, database: str, carriers: int
         'registry = "registry.csv"\ncerts = "certs_dev"\n'
         f"carriers = {carriers}\nsubmit_rate = 0\n"
     )
-    with (home / f"{name}.log").open("ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "--home", str(home), "--config", str(config), "serve"],
-            stdout=log,
-            stderr=log,
-        )
-
-
-async def wait_healthy(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise SystemExit(f"a replica exited with {proc.returncode} at start; see its log")
-        try:
-            async with session.get(url + "/healthz") as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise SystemExit(f"{url} did not start")
+    return start_gateway(home, "--config", str(config), "serve", log=home / f"{name}.log")
 
 
 def prepare(home: Path, n: int, recipients: list[str]) -> list[bytes]:
@@ -141,8 +121,8 @@ async def run(
             ctx = client_context(load_config(home), SENDER)
             connector = aiohttp.TCPConnector(ssl=ctx, limit=concurrency)
             async with aiohttp.ClientSession(connector=connector) as s:
-                for proc, url in zip(procs, urls.values(), strict=True):
-                    await wait_healthy(s, url, proc)
+                for proc, (name, url) in zip(procs, urls.items(), strict=True):
+                    await wait_healthy(s, url, proc, home / f"{name}.log", timeout=60)
                 queue: asyncio.Queue[bytes] = asyncio.Queue()
                 for p in packages:
                     queue.put_nowait(p)

@@ -30,7 +30,7 @@ from gateway.config import load_config
 from gateway.edxml import NewEdoc, Organ, build_edoc
 from gateway.node import init_home
 from tests.conftest import client_context, set_setting
-from tests.test_restart import free_port
+from tests.processes import free_port
 
 SENDER = "000.00.00.G22"
 RECIPIENTS = ["000.00.00.A01", "000.00.00.I01", "000.00.00.H41", "000.00.00.G12"]

@@ -25,7 +25,7 @@ from gateway.agent import open_delivery
 from gateway.config import Config
 from gateway.levels import Network
 from tests.conftest import A01, G22, H41, I01, client_context, make_package, trust_for
-from tests.test_restart import free_port
+from tests.processes import free_port
 
 pytestmark = pytest.mark.slow
 HOME_OF = {Network.GOVERNMENT: G22, Network.PARTY: A01, Network.FRONT: I01}

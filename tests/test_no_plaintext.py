@@ -14,7 +14,8 @@ import pytest
 
 from gateway.config import Config
 from tests.conftest import A01, G22, I01, set_setting
-from tests.test_restart import free_port, start_server
+from tests.processes import free_port
+from tests.test_restart import start_server
 
 pytestmark = pytest.mark.slow
 

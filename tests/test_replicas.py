@@ -7,7 +7,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from sqlalchemy import create_engine, text
 
 from gateway.config import Config
 from tests.conftest import A01, G22, H41, I01, client_context, make_package
-from tests.test_restart import children, free_port, zombie
+from tests.processes import alive, children, free_port, start_gateway, wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -32,29 +31,13 @@ def replica_config(name: str, port: int, database: str) -> str:
 
 
 def start(home: Path, name: str) -> subprocess.Popen[bytes]:
-    with (home / f"{name}.log").open("ab") as log:
-        config = str(home / f"{name}.toml")
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "--home", str(home), "--config", config, "serve"],
-            stdout=log,
-            stderr=log,
-        )
+    return start_gateway(home, "--config", str(home / f"{name}.toml"), "serve", log=home / f"{name}.log")
 
 
 async def healthy(
-    session: aiohttp.ClientSession, port: int, proc: subprocess.Popen[bytes], home: Path
+    session: aiohttp.ClientSession, port: int, proc: subprocess.Popen[bytes], home: Path, name: str
 ) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise AssertionError(sorted(home.glob("*.log"))[0].read_text())
-        try:
-            async with session.get(f"https://localhost:{port}/healthz") as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("replica did not start")
+    await wait_healthy(session, f"https://localhost:{port}", proc, home / f"{name}.log")
 
 
 def rows(database: str, query: str) -> list[tuple]:
@@ -109,8 +92,8 @@ async def test_two_replicas_share_one_queue(config: Config, home: Path, pg_datab
     try:
         ctx = client_context(config, G22)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
-            for proc, port in zip(procs, ports, strict=True):
-                await healthy(session, port, proc, home)
+            for proc, port, name in zip(procs, ports, ("r1", "r2"), strict=True):
+                await healthy(session, port, proc, home, name)
             packages = [
                 make_package(config, G22, [A01, I01, H41], document_id=f"{G22},2026/11/22,{i}/R")
                 for i in range(150)
@@ -143,8 +126,8 @@ async def test_killed_replicas_claims_are_taken_over(config: Config, home: Path,
     try:
         ctx = client_context(config, G22)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
-            await healthy(session, ports[0], r1, home)
-            await healthy(session, ports[1], r2, home)
+            await healthy(session, ports[0], r1, home, "r1")
+            await healthy(session, ports[1], r2, home, "r2")
             packages = [
                 make_package(config, G22, [A01, I01], document_id=f"{G22},2026/11/22,{i}/K")
                 for i in range(200)
@@ -176,7 +159,7 @@ async def test_killed_replicas_claims_are_taken_over(config: Config, home: Path,
     # The killed replica's carrier processes did not live on as orphans (their watch reads the
     # node's pid from the node, so even one killed before its worker finished starting is seen).
     for _ in range(100):
-        if not [pid for pid in workers if Path(f"/proc/{pid}").exists() and not zombie(pid)]:
+        if not alive(workers):
             break
         await asyncio.sleep(0.05)
     else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,59 +16,13 @@ import pytest
 
 from gateway.config import Config
 from tests.conftest import A01, G22, H41, I01, client_context, make_package, set_setting
+from tests.processes import alive, children, free_port, start_gateway, wait_healthy
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
-    with (home / "serve.log").open("ab") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "--home", str(home), "serve", "--port", str(port)],
-            stdout=log,
-            stderr=log,
-        )
-
-
-async def wait_healthy(
-    session: aiohttp.ClientSession, base: str, proc: subprocess.Popen[bytes], home: Path
-) -> None:
-    for _ in range(200):
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {(home / 'serve.log').read_text()}")
-        try:
-            async with session.get(base + "/healthz") as r:
-                if r.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("server did not become healthy")
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return False
+    return start_gateway(home, "serve", "--port", str(port), log=home / "serve.log")
 
 
 def counts(db: Path) -> tuple[int, int]:
@@ -98,7 +51,7 @@ async def test_sigkill_mid_burst_loses_and_duplicates_nothing(config: Config, ho
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=client_context(config, G22))
     ) as session:
-        await wait_healthy(session, base, proc, home)
+        await wait_healthy(session, base, proc, home / "serve.log")
 
         async def send(i: int) -> None:
             try:
@@ -133,7 +86,7 @@ async def test_sigkill_mid_burst_loses_and_duplicates_nothing(config: Config, ho
         assert killed_with_pending, "the burst finished before the kill; the test proved nothing"
         assert workers, "the server ran no carrier processes"
         for _ in range(100):  # the killed server's carriers notice and exit, not live on orphaned
-            if not any(Path(f"/proc/{pid}").exists() and not zombie(pid) for pid in workers):
+            if not alive(workers):
                 break
             await asyncio.sleep(0.05)
         else:
@@ -143,7 +96,7 @@ async def test_sigkill_mid_burst_loses_and_duplicates_nothing(config: Config, ho
         # Restart on the same home; resend what was never acknowledged (an agency system would).
         proc = start_server(home, port)
         try:
-            await wait_healthy(session, base, proc, home)
+            await wait_healthy(session, base, proc, home / "serve.log")
             for i in range(len(packages)):
                 if i not in accepted:
                     await send(i)
