@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 import psycopg
 
+from bench.load import submit_all
 from gateway.config import DEFAULT_CARRIERS, load_config
 from gateway.node import init_home
 from tests.conftest import client_context, make_package
@@ -123,26 +124,10 @@ async def run(
             async with aiohttp.ClientSession(connector=connector) as s:
                 for proc, (name, url) in zip(procs, urls.items(), strict=True):
                     await wait_healthy(s, url, proc, home / f"{name}.log", timeout=60)
-                queue: asyncio.Queue[bytes] = asyncio.Queue()
-                for p in packages:
-                    queue.put_nowait(p)
-                latencies: list[float] = []
-
-                async def worker(url: str) -> None:
-                    while not queue.empty():
-                        body = queue.get_nowait()
-                        t = time.perf_counter()
-                        async with s.post(url + "/v1/edocs", data=body) as r:
-                            if r.status != 202:
-                                raise SystemExit(f"unexpected {r.status}: {await r.text()}")
-                            await r.read()
-                        latencies.append(time.perf_counter() - t)
-
-                # Worker k always uses replica k mod R: each listener carries an equal share of the load.
                 targets = list(urls.values())
                 with psycopg.connect(PG + database, autocommit=True) as db:
                     start = time.perf_counter()
-                    await asyncio.gather(*(worker(targets[k % replicas]) for k in range(concurrency)))
+                    latencies = await submit_all(s, targets, packages, concurrency)
                     accepted_s = time.perf_counter() - start
                     # Routes are written with the document, before its 202: none pending means all carried.
                     # Asked of the database directly, so that no replica's API is asked more than the other.
@@ -164,7 +149,6 @@ async def run(
                 ).fetchall()
             )
             counts = db.execute(COUNTS).fetchone() or (0, 0, 0, 0)
-    latencies.sort()
     return {
         "replicas": replicas,
         "n": len(packages),

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -25,12 +23,13 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.load import submit_all
 from gateway.agent import sign_package
 from gateway.config import load_config
 from gateway.edxml import NewEdoc, Organ, build_edoc
 from gateway.node import init_home
 from tests.conftest import client_context, set_setting
-from tests.processes import free_port
+from tests.processes import free_port, start_gateway, wait_healthy
 
 SENDER = "000.00.00.G22"
 RECIPIENTS = ["000.00.00.A01", "000.00.00.I01", "000.00.00.H41", "000.00.00.G12"]
@@ -71,39 +70,13 @@ async def run(n: int, concurrency: int, recipients: list[str]) -> None:
     print(f"prepared {n} signed documents of {len(packages[0])} bytes in {time.perf_counter() - t0:.1f} s")
     port = free_port()
     base = f"https://localhost:{port}"
-    log = (home / "serve.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "--home", str(home), "serve", "--port", str(port)],
-        stdout=log,
-        stderr=log,
-    )
+    proc = start_gateway(home, "serve", "--port", str(port), log=home / "serve.log")
     try:
         ctx = client_context(config, SENDER)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=concurrency)) as s:
-            for _ in range(200):
-                try:
-                    async with s.get(base + "/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
-            queue: asyncio.Queue[bytes] = asyncio.Queue()
-            for p in packages:
-                queue.put_nowait(p)
-            latencies: list[float] = []
-
-            async def worker() -> None:
-                while not queue.empty():
-                    body = queue.get_nowait()
-                    t = time.perf_counter()
-                    async with s.post(base + "/v1/edocs", data=body) as r:
-                        if r.status != 202:
-                            raise SystemExit(f"unexpected {r.status}: {await r.text()}")
-                        await r.read()
-                    latencies.append(time.perf_counter() - t)
-
+            await wait_healthy(s, base, proc, home / "serve.log")
             start = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            latencies = await submit_all(s, [base], packages, concurrency)
             accepted_s = time.perf_counter() - start
             while True:
                 async with s.get(base + "/healthz") as r:
@@ -111,7 +84,6 @@ async def run(n: int, concurrency: int, recipients: list[str]) -> None:
                         break
                 await asyncio.sleep(0.01)
             delivered_s = time.perf_counter() - start
-        latencies.sort()
         print(
             f"gateway: {n} docs of {len(packages[0])} bytes to {len(recipients)} recipient(s), "
             f"concurrency {concurrency}: accepted {n / accepted_s:.0f} docs/s, "
@@ -123,7 +95,6 @@ async def run(n: int, concurrency: int, recipients: list[str]) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        log.close()
 
 
 def main() -> None:
