@@ -20,14 +20,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.adapters.devpki import ensure_dev_pki
-from gateway.agency import DEMO_AGENCIES, Agency, AgencyState, write_registry
-from gateway.agent import sign_package
-from gateway.config import load_config
+from gateway.agency_side.agent import sign_package
 from gateway.crypto.pki import KeyType
-from gateway.edxml import NewEdoc, Organ, build_edoc
-from gateway.levels import Classification, DeliveryState, Network
-from gateway.node import Node, init_home
+from gateway.domain.agencies import DEMO_AGENCIES, Agency, AgencyState, write_registry
+from gateway.domain.edxml import NewEdoc, Organ, build_edoc
+from gateway.domain.vocabulary import Classification, DeliveryState, Network
+from gateway.infra.files.pki_dir import ensure_dev_pki
+from gateway.runtime.config import load_config
+from gateway.runtime.node import Node, init_home
 from tests.conftest import set_setting
 
 SENDER = "000.00.00.G22"

@@ -17,8 +17,8 @@ from pathlib import Path
 # Runnable as a plain script from the project root, without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.agency import Agency, AgencyState, load_registry, write_registry
-from gateway.levels import Classification, Network
+from gateway.domain.agencies import Agency, AgencyState, load_registry, write_registry
+from gateway.domain.vocabulary import Classification, Network
 
 COUNT = 120_000
 RETIRED_SHARE = 0.05

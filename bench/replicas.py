@@ -34,8 +34,8 @@ import aiohttp
 import psycopg
 
 from bench.load import submit_all
-from gateway.config import DEFAULT_CARRIERS, load_config
-from gateway.node import init_home
+from gateway.runtime.config import DEFAULT_CARRIERS, load_config
+from gateway.runtime.node import init_home
 from tests.conftest import client_context, make_package
 from tests.processes import free_port, start_gateway, wait_healthy
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import aiohttp
 
 from bench.load import submit_all
-from gateway.agent import sign_package
-from gateway.config import load_config
-from gateway.edxml import NewEdoc, Organ, build_edoc
-from gateway.node import init_home
+from gateway.agency_side.agent import sign_package
+from gateway.domain.edxml import NewEdoc, Organ, build_edoc
+from gateway.runtime.config import load_config
+from gateway.runtime.node import init_home
 from tests.conftest import client_context, set_setting
 from tests.processes import free_port, start_gateway, wait_healthy
 

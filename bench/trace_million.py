@@ -29,16 +29,16 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.adapters.keystore import load_seal_key
-from gateway.adapters.oversight_sql import SqlOversight
-from gateway.adapters.sqlstore import SqlStore
-from gateway.audit import GENESIS, record_hash, sign_head, utc_text
-from gateway.config import load_config
-from gateway.console import issue_operator
-from gateway.levels import Network
-from gateway.node import Node, init_home
-from gateway.oversight import Search
-from gateway.timeline import build_timeline, render_text
+from gateway.audit.log import GENESIS, record_hash, sign_head, utc_text
+from gateway.domain.vocabulary import Network
+from gateway.http.console import issue_operator
+from gateway.infra.sql.reads import SqlOversight
+from gateway.infra.sql.store import SqlStore
+from gateway.operators.readmodel import Search
+from gateway.operators.timeline import build_timeline, render_text
+from gateway.pki.trust import load_seal_key
+from gateway.runtime.config import load_config
+from gateway.runtime.node import Node, init_home
 
 NETWORKS = [n.value for n in Network]
 BIG = "000.00.00.G22"  # one ministry that sends a tenth of everything

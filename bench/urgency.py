@@ -21,9 +21,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.config import load_config
-from gateway.levels import DeliveryState, Priority
-from gateway.node import Node, init_home
+from gateway.domain.vocabulary import DeliveryState, Priority
+from gateway.runtime.config import load_config
+from gateway.runtime.node import Node, init_home
 from tests.conftest import A01, G22, H41, make_package, set_setting
 
 

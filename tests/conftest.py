@@ -18,15 +18,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.adapters.devpki import agency_paths
-from gateway.adapters.keystore import FileTrust
-from gateway.agency import load_registry
-from gateway.agent import sign_package
-from gateway.config import Config, load_config
+from gateway.agency_side.agent import sign_package
 from gateway.crypto.pki import Role
-from gateway.edxml import NewEdoc, Organ, build_edoc
-from gateway.levels import DeliveryState, Priority
-from gateway.node import Node, init_home
+from gateway.domain.agencies import load_registry
+from gateway.domain.edxml import NewEdoc, Organ, build_edoc
+from gateway.domain.vocabulary import DeliveryState, Priority
+from gateway.infra.files.pki_dir import agency_paths
+from gateway.pki.trust import FileTrust
+from gateway.runtime.config import Config, load_config
+from gateway.runtime.node import Node, init_home
 
 G22 = "000.00.00.G22"  # Văn phòng Chính phủ (government)
 H41 = "000.00.00.H41"  # UBND tỉnh Nghệ An (government)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.audit import record_hash
-from gateway.config import Config
-from gateway.console import OperatorCredentials, issue_operator
-from gateway.node import Node
+from gateway.audit.log import record_hash
+from gateway.http.console import OperatorCredentials, issue_operator
+from gateway.runtime.config import Config
+from gateway.runtime.node import Node
 
 
 async def gateway(home: Path | None, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,18 +8,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway import transfer as tr
-from gateway.adapters.devpki import agency_paths, load_key_pair
-from gateway.adapters.keystore import load_seal_key
 from gateway.adapters.network import NetworkAdapter, SealKey
-from gateway.agent import open_delivery
-from gateway.config import Config
+from gateway.agency_side.agent import open_delivery
 from gateway.crypto.pki import Role
-from gateway.edxml import parse_xml
+from gateway.domain import transfer as tr
+from gateway.domain.edxml import parse_xml
+from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
 from gateway.errors import CryptoError, DeliveryError
-from gateway.levels import Classification, DeliveryState, Network, Priority
-from gateway.node import Node
-from gateway.ports import SystemClock
+from gateway.exchange.ports import SystemClock
+from gateway.infra.files.pki_dir import agency_paths, load_key_pair
+from gateway.pki.trust import load_seal_key
+from gateway.runtime.config import Config
+from gateway.runtime.node import Node
 from tests.conftest import A01, G22, I01, make_package, trust_for, wait_delivered
 
 

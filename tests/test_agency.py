@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.agency import (
+from gateway.domain.agencies import (
     CSV_HEADER,
     DEMO_AGENCIES,
     Agency,
@@ -20,8 +20,8 @@ from gateway.agency import (
     load_registry,
     write_registry,
 )
+from gateway.domain.vocabulary import Classification, Network
 from gateway.errors import ConfigError, InactiveRecipient, InvalidAgencyCode, UnknownRecipient
-from gateway.levels import Classification, Network
 
 GOV = Network.GOVERNMENT
 RETIRED = AgencyState.RETIRED

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.adapters.devpki import load_trust_anchors
-from gateway.adapters.oversight_sql import SqlOversight
-from gateway.adapters.sqlstore import SqlStore, sqlite_url
-from gateway.audit import GENESIS, record_hash, verify_log
-from gateway.config import Config
-from gateway.levels import Network
-from gateway.node import Node, init_home
-from gateway.ports import NewEvent
+from gateway.audit.log import GENESIS, record_hash, verify_log
+from gateway.domain.vocabulary import Network
+from gateway.exchange.ports import NewEvent
+from gateway.infra.files.pki_dir import load_trust_anchors
+from gateway.infra.sql.reads import SqlOversight
+from gateway.infra.sql.store import SqlStore, sqlite_url
+from gateway.runtime.config import Config
+from gateway.runtime.node import Node, init_home
 from tests.conftest import A01, G22, H41, I01, make_package, wait_delivered
 from tests.oversight_helpers import database, gateway, rechain_from, settle
 from tests.test_classified import CONTENT, SUBJECT, classified_package, send_classified
@@ -235,8 +235,8 @@ async def test_an_operation_that_fails_in_a_batch_leaves_no_record_and_no_gap(
     that fails takes its records with it, the others' are chained without a hole."""
     import asyncio
 
-    from gateway.adapters.sqlstore import _append_events
     from gateway.errors import NotFound
+    from gateway.infra.sql.store import _append_events
 
     url = request.getfixturevalue("pg_database") if engine == "postgresql" else sqlite_url(tmp_path / "b.db")
     store = SqlStore(url)

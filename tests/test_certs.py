@@ -22,18 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway import cli
-from gateway.adapters.devpki import (
-    agency_paths,
-    ca_paths,
-    load_key_pair,
-    read_inventory,
-    server_paths,
-    write_atomic,
-)
-from gateway.agent import decryption_keys, open_delivery, sign_package
-from gateway.certs import CertState, Slot
-from gateway.config import Config, load_config
+from gateway.agency_side.agent import decryption_keys, open_delivery, sign_package
+from gateway.cli import entry as cli
 from gateway.crypto.pki import (
     DOCUMENT_SIGNING,
     KeyType,
@@ -48,10 +38,20 @@ from gateway.crypto.pki import (
     make_root_ca,
 )
 from gateway.crypto.xmldsig import verify_enveloped
-from gateway.edxml import NewEdoc, Organ, build_edoc, build_status, parse_xml
+from gateway.domain.edxml import NewEdoc, Organ, build_edoc, build_status, parse_xml
+from gateway.domain.vocabulary import Classification, DeliveryState, Network, StatusCode
 from gateway.errors import SignerNotTrusted, Unauthenticated
-from gateway.levels import Classification, DeliveryState, Network, StatusCode
-from gateway.node import Node
+from gateway.infra.files.pki_dir import (
+    agency_paths,
+    ca_paths,
+    load_key_pair,
+    read_inventory,
+    server_paths,
+    write_atomic,
+)
+from gateway.pki.inventory import CertState, Slot
+from gateway.runtime.config import Config, load_config
+from gateway.runtime.node import Node
 from tests.conftest import (
     A01,
     G22,
@@ -753,7 +753,7 @@ async def test_serve_warns_at_start_and_logs_expiry_once(
     assert (await certs(home, "rotate", "--agency", I01, "--role", "tls", "--days", "7")).code == 0
     config = load_config(home)
     serial = active(config, I01, Role.TLS).serial
-    caplog.set_level(logging.WARNING, logger="gateway.certs")
+    caplog.set_level(logging.WARNING, logger="gateway.pki.inventory")
     node = Node(config)
     await node.start(port=0)
     try:
@@ -803,7 +803,7 @@ def test_operator_certificates_are_issued_listed_logged_and_can_be_revoked(
 
 
 def test_the_command_lines_choices_are_the_pkis_roles_and_key_types() -> None:
-    from gateway import certs_cli
+    from gateway.cli import certs_args as certs_cli
 
     assert set(certs_cli.ROLE_CHOICES) == {Role.TLS.value, Role.SIGN.value, Role.ENCRYPT.value}
     assert set(certs_cli.KEY_CHOICES) == {k.value for k in KeyType}

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 import pytest
 from lxml import etree
 
-from gateway.agent import arrival_receipt, decryption_keys, open_delivery, sign_package
-from gateway.config import Config
+from gateway.agency_side.agent import arrival_receipt, decryption_keys, open_delivery, sign_package
 from gateway.crypto.xmlenc import XENC, DecryptionFailed, NotARecipient
-from gateway.edxml import NewEdoc, Organ, build_edoc, build_status
+from gateway.domain.edxml import NewEdoc, Organ, build_edoc, build_status
+from gateway.domain.vocabulary import Classification, Network, StatusCode
 from gateway.errors import CryptoError
-from gateway.levels import Classification, Network, StatusCode
-from gateway.node import Node
+from gateway.runtime.config import Config
+from gateway.runtime.node import Node
 from tests.conftest import A01, COMMUNE, G12, G22, H41, I01, trust_for, wait_delivered
 
 SUBJECT = "Kế hoạch bảo vệ bí mật nhà nước năm 2027"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.node import Node
+from gateway.runtime.node import Node
 from tests.conftest import A01, G16, G22, set_setting, wait_delivered
 
 

@@ -24,11 +24,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, load_pem_private_key, pkcs12
 from cryptography.x509.oid import NameOID
 
-from gateway.adapters.devpki import agency_paths
-from gateway.config import Config
 from gateway.crypto.pki import Role
-from gateway.node import Node
-from gateway.oversight import Search
+from gateway.infra.files.pki_dir import agency_paths
+from gateway.operators.readmodel import Search
+from gateway.runtime.config import Config
+from gateway.runtime.node import Node
 from tests.conftest import A01, G22, make_package, wait_delivered
 from tests.oversight_helpers import operator, operator_session, settle
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.agent import open_delivery, sign_package
-from gateway.config import Config
-from gateway.edxml import Organ, build_status
-from gateway.levels import DeliveryState, Network, StatusCode
-from gateway.node import Node
+from gateway.agency_side.agent import open_delivery, sign_package
+from gateway.domain.edxml import Organ, build_status
+from gateway.domain.vocabulary import DeliveryState, Network, StatusCode
+from gateway.runtime.config import Config
+from gateway.runtime.node import Node
 from tests.conftest import A01, COMMUNE, G12, G16, G22, H41, I01, make_package, trust_for, wait_delivered
 
 PAIRS = [
@@ -144,7 +144,7 @@ async def test_forged_sender_is_refused(node: Node, config: Config, agency) -> N
     assert (status, body["error"]) == (403, "sender_mismatch")
     # From G22, but signed with H41's key.
     forged = make_package(config, G22, [A01])
-    from gateway.edxml import parse_xml
+    from gateway.domain.edxml import parse_xml
 
     root = parse_xml(forged)
     sig = root.find(".//{http://www.w3.org/2000/09/xmldsig#}Signature")

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from gateway.config import Config
-from gateway.edxml import DS, parse_xml, validate_package
+from gateway.domain.edxml import DS, parse_xml, validate_package
 from gateway.errors import ClientError, ForbiddenXmlConstruct, PackageTooLarge
-from gateway.node import Node
+from gateway.runtime.config import Config
+from gateway.runtime.node import Node
 from tests.conftest import A01, G22, make_package
 
 ATTACKS = Path(__file__).parent / "data" / "attacks"

@@ -12,8 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from gateway.adapters import schema
-from gateway.adapters.tables import METADATA
+from gateway.infra.sql import schema
+from gateway.infra.sql.tables import METADATA
 
 
 def differences(url: str) -> list[object]:

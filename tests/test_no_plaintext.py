@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config
+from gateway.runtime.config import Config
 from tests.conftest import A01, G22, I01, set_setting
 from tests.processes import free_port
 from tests.test_restart import start_server

@@ -16,14 +16,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from gateway.adapters.devpki import (
-    adapter_paths,
-    agency_paths,
-    ensure_dev_pki,
-    load_key_pair,
-    load_trust_anchors,
-    server_paths,
-)
 from gateway.crypto.pki import (
     CertificateRejected,
     KeyType,
@@ -36,8 +28,16 @@ from gateway.crypto.pki import (
     make_leaf,
     make_root_ca,
 )
+from gateway.domain.vocabulary import Network
 from gateway.errors import ConfigError, CryptoError
-from gateway.levels import Network
+from gateway.infra.files.pki_dir import (
+    adapter_paths,
+    agency_paths,
+    ensure_dev_pki,
+    load_key_pair,
+    load_trust_anchors,
+    server_paths,
+)
 
 NOW = datetime.now(UTC)
 AGENCIES = [

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from sqlalchemy import create_engine, text
 
-from gateway.config import Config
+from gateway.runtime.config import Config
 from tests.conftest import A01, G22, H41, I01, client_context, make_package
 from tests.processes import alive, children, free_port, start_gateway, wait_healthy
 

@@ -7,9 +7,9 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.config import Config
-from gateway.node import Node
-from gateway.timeline import VIETNAM, parse_moment
+from gateway.operators.timeline import VIETNAM, parse_moment
+from gateway.runtime.config import Config
+from gateway.runtime.node import Node
 from tests.conftest import A01, G22, H41, make_package, wait_delivered
 from tests.oversight_helpers import gateway, settle
 

@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
-from gateway.agent import sign_package
-from gateway.config import Config
-from gateway.deadlines import VIETNAM, DeadlineWatcher, due_at
-from gateway.edxml import NewEdoc, Organ, build_edoc, build_status
-from gateway.levels import Network, Priority, StatusCode
-from gateway.node import Node
+from gateway.agency_side.agent import sign_package
+from gateway.domain.edxml import NewEdoc, Organ, build_edoc, build_status
+from gateway.domain.vocabulary import Network, Priority, StatusCode
+from gateway.exchange.deadlines import VIETNAM, DeadlineWatcher, due_at
+from gateway.runtime.config import Config
+from gateway.runtime.node import Node
 from tests.conftest import A01, G22, H41, I01, client_context, set_setting, wait_delivered
 from tests.conftest import make_package as package
 
@@ -73,7 +73,7 @@ async def test_one_senders_batch_does_not_starve_another(idle_node: Node, engine
 async def test_flood_gets_429_then_everything_is_accepted(config: Config, home) -> None:
     set_setting(home, "submit_rate", "5.0")
     set_setting(home, "submit_burst", "4")
-    from gateway.config import load_config
+    from gateway.runtime.config import load_config
 
     node = Node(load_config(home))
     await node.start(port=0)

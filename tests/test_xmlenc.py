@@ -49,9 +49,9 @@ from gateway.crypto.xmlenc import (
     decrypt_element,
     encrypt_element,
 )
-from gateway.edxml import parse_xml
+from gateway.domain.edxml import parse_xml
+from gateway.domain.vocabulary import Network
 from gateway.errors import ForbiddenXmlConstruct
-from gateway.levels import Network
 
 SECRET = "Tuyệt mật: phương án bố trí nhân sự Ủy ban nhân dân tỉnh Nghệ An"
 TAG_MESSAGE = "ciphertext or its tag was altered"

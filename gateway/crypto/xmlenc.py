@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from lxml import etree
 
 from gateway.crypto.pki import MIN_RSA_BITS, PrivateKey, fingerprint
-from gateway.edxml import parse_xml
+from gateway.domain.edxml import parse_xml
 from gateway.errors import CryptoError
 
 # --- namespaces and algorithm identifiers -------------------------------------------------------
@@ -262,7 +262,7 @@ def decrypt_element(
 
     Finds the one EncryptedKey carrying ``certificate`` (compared as DER), unwraps the content
     key with ``private_key`` (which must belong to ``certificate``), decrypts and authenticates
-    the content with AES-256-GCM, and parses the plaintext with :func:`gateway.edxml.parse_xml`.
+    the content with AES-256-GCM, and parses the plaintext with :func:`gateway.domain.edxml.parse_xml`.
     Returns the decrypted element as the root of a new tree.
 
     Raises :class:`DecryptionFailed` (or a subclass) with a message naming the reason and never

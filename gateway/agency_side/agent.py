@@ -1,0 +1,148 @@
+"""The agency side: what an agency's document system does with its own keys.
+
+Signs packages before sending, and opens what the gateway delivers: verifies
+its network adapter's seal, then the sender's own signature inside. The CLI
+uses it; so do the tests, exactly as an agency would.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+from lxml import etree
+
+from gateway.crypto.pki import CertIdentity, PrivateKey, Role
+from gateway.crypto.xmldsig import sign_enveloped, verify_enveloped
+from gateway.crypto.xmlenc import XENC, NotARecipient, decrypt_element
+from gateway.domain.edxml import DS, Edoc, Organ, Status, build_status, parse_xml, q, read_package
+from gateway.domain.transfer import Transfer, package_digest_of
+from gateway.domain.transfer import read as read_transfer
+from gateway.domain.vocabulary import Network, StatusCode
+from gateway.errors import BadRequest, ConfigError, CryptoError, SignerNotTrusted
+from gateway.exchange.intake import SENDER_SIGNATURE_AT
+from gateway.exchange.ports import Trust
+from gateway.infra.files.pki_dir import agency_paths, load_key_pair
+
+
+def sign_package(certs_dir: Path, code: str, root: etree._Element) -> bytes:
+    """Sign an edXML package with agency ``code``'s dev signing key (at edXMLHeader/ds:Signature)."""
+    crt, key_path = agency_paths(certs_dir, code, Role.SIGN)
+    if not crt.exists():
+        raise ConfigError(f"no dev signing certificate for agency {code} in {certs_dir}")
+    cert, key, _ = load_key_pair(crt, key_path)
+    header = root.find(q("edXMLHeader"))
+    if header is None:
+        raise BadRequest("the package has no edXMLHeader to put the signature in")
+    if header.find(f"{{{DS}}}Signature") is None:
+        etree.SubElement(header, f"{{{DS}}}Signature", {"Id": "placeholder"}, nsmap={"ds": DS})
+    return bytes(etree.tostring(sign_enveloped(root, key, [cert]), xml_declaration=True, encoding="UTF-8"))
+
+
+def decryption_keys(certs_dir: Path, code: str) -> list[tuple[PrivateKey, x509.Certificate]]:
+    """Agency ``code``'s encryption keys: the current one, then every retired one it kept."""
+    crt, key_path = agency_paths(certs_dir, code, Role.ENCRYPT)
+    pairs: list[tuple[PrivateKey, x509.Certificate]] = []
+    if crt.exists():
+        cert, key, _ = load_key_pair(crt, key_path)
+        pairs.append((key, cert))
+    for old in sorted((crt.parent / "retired").glob("encrypt-*.crt"), reverse=True):
+        cert, key, _ = load_key_pair(old, old.with_suffix(".key"))
+        pairs.append((key, cert))
+    return pairs
+
+
+def _decrypt(
+    encrypted: etree._Element, keys: Sequence[tuple[PrivateKey, x509.Certificate]]
+) -> etree._Element:
+    if not keys:
+        raise CryptoError(
+            "the document is classified and encrypted; no decryption key of this agency is available"
+        )
+    for key, cert in keys:
+        try:
+            return decrypt_element(encrypted, private_key=key, certificate=cert)
+        except NotARecipient:
+            continue  # wrapped for another of our keys (or not for us at all): try the next
+    raise NotARecipient("the document is not encrypted for any encryption key this agency holds")
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A delivered document, both signatures checked."""
+
+    transfer: Transfer
+    package: bytes  # the sender's signed edXML package, as the sender signed it
+    content: Edoc | Status
+    signer: CertIdentity
+
+
+def open_delivery(
+    sealed: bytes,
+    *,
+    trust: Trust,
+    network: Network,
+    at: datetime,
+    decryption_keys: Sequence[tuple[PrivateKey, x509.Certificate]] = (),
+) -> Opened:
+    """Verify the seal of ``network``'s adapter, decrypt a classified package with one of
+    ``decryption_keys`` (current first, then retired ones), then verify the sender's signature
+    inside; refuse on any doubt, and never hand out partial plaintext."""
+
+    def seal_check(cert: x509.Certificate) -> CertIdentity:
+        return trust.adapter(cert, network=network, at=at)
+
+    verified, _ = verify_enveloped(parse_xml(sealed), location="./", check_certificate=seal_check)
+    transfer = read_transfer(verified.signed)
+    package = transfer.package
+    carried = parse_xml(package)
+    if carried.tag == f"{{{XENC}}}EncryptedData":
+        package = bytes(etree.tostring(_decrypt(carried, decryption_keys), encoding="UTF-8"))
+
+    def sender_check(cert: x509.Certificate) -> CertIdentity:
+        return trust.signer(cert, at=at)
+
+    def adapter_or_sender(cert: x509.Certificate) -> CertIdentity:
+        # A 01 receipt is signed on the recipient's side by its network adapter.
+        try:
+            return sender_check(cert)
+        except SignerNotTrusted:
+            return trust.adapter(cert, network=transfer.routing.source, at=at)
+
+    check = sender_check if transfer.routing.kind == "edoc" else adapter_or_sender
+    inner, signer = verify_enveloped(
+        parse_xml(package), location=SENDER_SIGNATURE_AT, check_certificate=check
+    )
+    content = read_package(inner.signed)
+    if package_digest_of(inner.signed_data) != transfer.routing.package_digest:
+        raise CryptoError("the package is not the one the gateway accepted (digest differs from the routing)")
+    if content.sender != transfer.routing.sender:
+        raise CryptoError(
+            f"the package is from {content.sender} but was carried as from {transfer.routing.sender}"
+        )
+    if transfer.routing.kind == "edoc" and signer.code != content.sender:
+        raise CryptoError(f"the document is signed by {signer.code} but claims to be from {content.sender}")
+    if isinstance(content, Edoc) and content.classification is not transfer.routing.classification:
+        raise CryptoError("the secrecy level the sender signed differs from the one it was carried under")
+    return Opened(transfer, package, content, signer)
+
+
+def arrival_receipt(certs_dir: Path, code: str, opened: Opened, sealed: bytes, *, now: datetime) -> bytes:
+    """The recipient's own signed 01 over the digest of exactly the sealed transfer it fetched:
+    proof of delivery to this agency, not merely to a gateway (mandatory for classified documents)."""
+    if not isinstance(opened.content, Edoc):
+        raise BadRequest("only a document (not a status) is acknowledged with a 01 receipt")
+    root = build_status(
+        sender=Organ(code),
+        about_organ=opened.content.sender,
+        about_document_id=opened.content.document_id,
+        code=StatusCode.ARRIVED,
+        now=now,
+        delivered_digest=base64.b64encode(hashlib.sha256(sealed).digest()).decode("ascii"),
+    )
+    return sign_package(certs_dir, code, root)

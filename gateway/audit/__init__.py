@@ -1,0 +1,1 @@
+"""The tamper-evident delivery log: record hashes, signed heads, verification and export."""

@@ -1,0 +1,294 @@
+"""What each ``gateway`` subcommand does. Parsing and error reporting live in ``gateway.cli.entry``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import mimetypes
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.agency_side.agent import arrival_receipt, decryption_keys, open_delivery, sign_package
+from gateway.agency_side.client import AgencyClient
+from gateway.cli.entry import default_document_id, is_signed, print_json
+from gateway.crypto.pki import Role
+from gateway.domain.agencies import AgencyCode, Registry, load_registry
+from gateway.domain.edxml import Attachment, NewEdoc, Organ, build_edoc, build_status, parse_xml
+from gateway.domain.vocabulary import Classification, Priority, StatusCode
+from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound, StoreError
+from gateway.exchange.mailbox import STATUS_MEANING
+from gateway.http.api import agency_view
+from gateway.infra.files.pki_dir import agency_paths
+from gateway.infra.sql.store import SqlStore
+from gateway.pki.trust import FileTrust
+from gateway.runtime import logs
+from gateway.runtime.config import Config
+from gateway.runtime.node import init_home, serve_forever
+
+LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def init(home: Path) -> int:
+    created = init_home(home, now=datetime.now(UTC))
+    for path in created:
+        print(f"created {path}")
+    if not created:
+        print(f"{home} is already initialised; nothing to do")
+    print(f"next: gateway --home {home} serve")
+    return 0
+
+
+def serve(config: Config, args: argparse.Namespace) -> int:
+    logs.configure(json_lines=args.log_format == "json")
+    print(f"gateway: home {config.home}; send a first document from another terminal with:")
+    print(
+        f"  gateway --home {config.home} send --as 000.00.00.G22 --to 000.00.00.A01 "
+        '--subject "Thử nghiệm liên thông"'
+    )
+    asyncio.run(serve_forever(config, port=args.port))
+    return 0
+
+
+def _registry(config: Config) -> Registry:
+    return load_registry(config.registry)
+
+
+def agencies(config: Config, args: argparse.Namespace) -> int:
+    registry = _registry(config)
+    if args.action == "show":
+        code = AgencyCode.parse(args.code).value
+        agency = registry.get(code)
+        if agency is None:
+            raise NotFound(f"no agency with code {code} in {config.registry}")
+        view = agency_view(agency)
+        view["children"] = [a.code for a in registry.children(code)]
+        if args.json:
+            print_json(view)
+        else:
+            for key, value in view.items():
+                print(f"{key:>11}: {', '.join(value) if isinstance(value, list) else value}")
+        return 0
+    rows = [a for a in registry if args.network is None or a.network.value == args.network]
+    if args.json:
+        print_json([agency_view(a) for a in rows])
+        return 0
+    for a in rows:
+        state = a.state if a.state == "active" else f"retired → {a.successor or '-'}"
+        print(f"{a.code:<15} {a.network.value:<10} {a.clearance.slug:<9} {state:<22} {a.name}")
+    return 0
+
+
+def _client(config: Config, code: str) -> AgencyClient:
+    crt, key = agency_paths(config.certs, code, Role.TLS)
+    if not crt.exists():
+        raise ConfigError(
+            f"no dev TLS certificate for agency {code} in {config.certs}; is it in the registry?"
+        )
+    return AgencyClient(config.url, cert_chain=crt, key=key, trust=config.certs / "trust.pem")
+
+
+def send(config: Config, args: argparse.Namespace) -> int:
+    code = AgencyCode.parse(args.agency).value
+    level = Classification.from_slug(args.classification) if args.classification else Classification.NONE
+    if args.file:
+        if args.to or args.subject:
+            raise BadRequest("give either FILE.xml or --to/--subject, not both")
+        raw = Path(args.file).read_bytes()
+        root = parse_xml(raw)
+        package = raw if is_signed(root) else sign_package(config.certs, code, root)
+    else:
+        if not args.to or not args.subject:
+            raise BadRequest(
+                "to build a document give --to CODE (one or more) and --subject TEXT, or a FILE.xml"
+            )
+        now = datetime.now(UTC)
+        registry = _registry(config)
+        sender = registry.get(code)
+        recipients = [AgencyCode.parse(t).value for t in args.to]
+        doc = NewEdoc(
+            sender=Organ(code, sender.name if sender else ""),
+            recipients=[Organ(r, (registry.get(r).name if registry.get(r) else "")) for r in recipients],  # type: ignore[union-attr]
+            document_id=args.document_id or default_document_id(code, now.astimezone(LOCAL_TZ)),
+            subject=args.subject,
+            content=args.content,
+            priority=Priority(args.priority),
+            classification=level,
+            attachments=[_attachment(Path(f)) for f in args.attach],
+        )
+        package = sign_package(config.certs, code, build_edoc(doc, now=now.astimezone(LOCAL_TZ)))
+    reply = _client(config, code).post_xml("/v1/edocs", package, classification=level)
+    if args.json:
+        print_json(reply)
+        return 0
+    print(reply["id"] + ("  (already accepted earlier: same id)" if reply.get("duplicate") else ""))
+    for r in reply["recipients"]:
+        via = (
+            f"  (addressed to {r['addressed']}, retired; forwarded to its successor)"
+            if r["forwarded_via"]
+            else ""
+        )
+        print(f"  → {r['code']} [{r['network']}]{via}")
+    return 0
+
+
+def _attachment(path: Path) -> Attachment:
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return Attachment(path.name, content_type, path.read_bytes())
+
+
+def inbox(config: Config, args: argparse.Namespace) -> int:
+    code = AgencyCode.parse(args.agency).value
+    reply = _client(config, code).get_json("/v1/inbox" + ("?all=1" if args.all else ""))
+    if args.json:
+        print_json(reply)
+        return 0
+    if not reply["documents"]:
+        print(f"inbox of {code} is empty")
+    for d in reply["documents"]:
+        what = d["subject"] if d["kind"] == "edoc" else f"status {d['status_code']} for {d['response_for']}"
+        if d["subject"] is None and d["kind"] == "edoc":
+            what = f"[{d['classification']}]"
+        print(f"{d['id']}  P{d['priority']}  {_local(d['accepted_at'])}  from {d['from']:<14} {what}")
+    return 0
+
+
+def fetch(config: Config, args: argparse.Namespace) -> int:
+    """Fetch as the recipient's system would: verify its network's seal, decrypt a classified
+    package with this agency's keys, verify the sender's signature, then (classified) send the
+    agency's own signed 01 receipt. A failure is reported to the gateway's trace and nothing is written."""
+    code = AgencyCode.parse(args.agency).value
+    client = _client(config, code)
+    sealed = client.request("GET", f"/v1/edocs/{args.id}").body
+    registry = _registry(config)
+    agency = registry.get(code)
+    if agency is None:
+        raise ConfigError(f"agency {code} is not in {config.registry}")
+    trust = FileTrust.from_dir(config.certs, registry)
+    now = datetime.now(UTC)
+    try:
+        opened = open_delivery(
+            sealed,
+            trust=trust,
+            network=agency.network,
+            at=now,
+            decryption_keys=decryption_keys(config.certs, code),
+        )
+    except GatewayError as exc:
+        body = json.dumps({"stage": "open", "reason": exc.message}).encode()
+        with contextlib.suppress(GatewayError):
+            client.request("POST", f"/v1/edocs/{args.id}/failures", body, "application/json")
+        raise
+    classified = opened.transfer.routing.classification is not Classification.NONE
+    if args.output:
+        Path(args.output).write_bytes(opened.package)
+        if classified:
+            os.chmod(args.output, 0o600)  # plaintext of a classified document: owner only
+        hops = " → ".join(f"{h.network}:{h.action}" for h in opened.transfer.hops)
+        print(
+            f"saved {args.output}: signed by {opened.signer.code}, seal of the {agency.network} adapter "
+            f"verified; hops {hops}"
+        )
+    else:
+        sys.stdout.buffer.write(opened.package)
+    if classified and opened.transfer.routing.kind == "edoc":
+        receipt = arrival_receipt(config.certs, code, opened, sealed, now=now)
+        client.post_xml(f"/v1/edocs/{args.id}/status", receipt)
+        if args.output:
+            print(f"signed 01 receipt sent to {opened.content.sender}")
+    return 0
+
+
+def status(config: Config, args: argparse.Namespace) -> int:
+    code = AgencyCode.parse(args.agency).value
+    try:
+        status_code = StatusCode(args.code)
+    except ValueError:
+        known = ", ".join(c.value for c in StatusCode)
+        raise BadRequest(f"unknown status code {args.code!r}; use one of {known}") from None
+    client = _client(config, code)
+    about = client.get_json(f"/v1/edocs/{args.id}/receipts")
+    root = build_status(
+        sender=Organ(code),
+        about_organ=about["from"],
+        about_document_id=about["document_id"],
+        code=status_code,
+        now=datetime.now(LOCAL_TZ),
+        description=args.note,
+    )
+    reply = client.post_xml(f"/v1/edocs/{args.id}/status", sign_package(config.certs, code, root))
+    print(
+        f"{reply['id']}  status {status_code.value} ({STATUS_MEANING[status_code.value]}) sent to "
+        + ", ".join(r["code"] for r in reply["recipients"])
+    )
+    return 0
+
+
+def receipts(config: Config, args: argparse.Namespace) -> int:
+    code = AgencyCode.parse(args.agency).value
+    reply = _client(config, code).get_json(f"/v1/edocs/{args.id}/receipts")
+    if args.json:
+        print_json(reply)
+        return 0
+    print(f"{reply['id']}  {reply['document_id']}  from {reply['from']}")
+    for r in reply["recipients"]:
+        via = (
+            f" (addressed to {r['addressed']}, forwarded via {' → '.join(r['forwarded_via'])})"
+            if r["forwarded_via"]
+            else ""
+        )
+        print(f"  {r['recipient']} [{r['network']}] {r['state']}{via}")
+        for s in r["receipts"]:
+            ok = "signature ok" if s["signature_valid"] else f"SIGNATURE INVALID: {s.get('problem', '')}"
+            print(f"      {s['code']} {s['meaning']:<24} {_local(s['at'])}  signed by {s['signed_by']}, {ok}")
+    if reply["unconfirmed"]:
+        print("  not yet confirmed (no 01): " + ", ".join(reply["unconfirmed"]))
+    return 0
+
+
+def db(config: Config, args: argparse.Namespace) -> int:
+    """``gateway db upgrade``: apply the migrations; replicas starting together wait on one lock."""
+    from gateway.infra.sql import schema
+    from gateway.infra.sql.store import make_engine
+
+    engine = make_engine(config.database_url, config.sqlite_synchronous)
+    try:
+        before = schema.current_revision(engine)
+        after = schema.upgrade(engine)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot upgrade {config.database_url}: {exc.__class__.__name__}: {exc}") from exc
+    finally:
+        engine.dispose()
+    print(f"database {config.database_url}: revision {before or '(empty)'} → {after}")
+    return 0
+
+
+def deliveries(config: Config, args: argparse.Namespace) -> int:
+    """``gateway deliveries retry ID``: failed routes back to pending; the running node carries them."""
+
+    async def redrive() -> int:
+        store = SqlStore(config.database_url, synchronous=config.sqlite_synchronous)
+        try:
+            return await store.redrive(args.id, now=datetime.now(UTC), by=os.environ.get("USER", "operator"))
+        finally:
+            await store.close()
+
+    count = asyncio.run(redrive())
+    if not count:
+        raise NotFound(f"document {args.id} has no failed delivery on this node")
+    print(f"{args.id}: {count} failed route(s) re-driven; the node carries them again")
+    return 0
+
+
+def _local(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return (
+        datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
+    )

@@ -1,0 +1,322 @@
+"""Carrying accepted documents to their recipients' networks, as an asyncio worker over the store.
+
+For each (document, target network) route: the sender network's adapter
+seals a transfer; if the target is another network, that network's adapter
+bridges it in (verify, hop, re-seal); the target adapter verifies the final
+seal; only then are the route's deliveries put in the inboxes — in the same
+transaction that stores the sealed transfer, so a crash delivers nothing
+twice and loses nothing (an unfinished route is simply carried again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from gateway.adapters.network import NetworkAdapter
+from gateway.domain import transfer as tr
+from gateway.domain.edxml import parse_xml
+from gateway.domain.vocabulary import Network
+from gateway.errors import ClientError, DeliveryError
+from gateway.exchange.ports import Carried, Clock, NewEvent, RouteJob, Store, SystemClock
+from gateway.infra.peers import PeerLinks, PeerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Clock) -> Carried:
+    """Seal, bridge and verify one route. Pure CPU work: safe to run in a worker thread."""
+    doc = job.document
+    source = adapters[doc.sender_network]
+    remote = job.target not in adapters  # that network runs its own node: we only seal for the crossing
+    routing = tr.Routing(
+        transfer_id=doc.id,
+        kind=doc.kind,
+        sender=doc.sender,
+        source=source.network,
+        target=job.target,
+        recipients=tuple(tr.RecipientRef(code, addressed) for code, addressed in job.recipients),
+        classification=doc.classification,
+        priority=doc.priority,
+        package_digest=base64.b64encode(bytes.fromhex(doc.signed_digest)).decode("ascii"),
+        response_for=doc.response_for,
+        document_id=doc.document_id,
+        status_code=doc.status_code,
+        due_at=doc.due_at,
+    )
+    try:
+        parse_xml(job.package)  # a stored package that no longer parses is not carried anywhere
+    except ClientError as exc:
+        raise DeliveryError(f"stored package no longer parses: {exc.message}") from exc
+    sealed = source.seal(routing, job.package)
+    events = [NewEvent("sealed", clock.now(), doc.id, None, source.network.value, {"adapter": source.name})]
+    if remote:
+        return Carried(sealed=sealed, events=tuple(events), forward_to=job.target)
+    target = adapters[job.target]
+    if target is not source:
+        sealed = target.bridge(sealed, from_network=source.network)
+        events.append(
+            NewEvent(
+                "bridged",
+                clock.now(),
+                doc.id,
+                None,
+                target.network.value,
+                {"from": source.network.value, "to": target.network.value, "adapter": target.name},
+            )
+        )
+    opened, _ = target.open(sealed, sealed_by=target.network)
+    if opened.routing.transfer_id != doc.id or opened.routing.recipients != routing.recipients:
+        raise DeliveryError("the sealed transfer does not match the route it was made for")
+    events.append(
+        NewEvent(
+            "seal_verified",
+            clock.now(),
+            doc.id,
+            None,
+            target.network.value,
+            {"adapter": target.name, "hops": len(opened.hops)},
+        )
+    )
+    return Carried(sealed=sealed, events=tuple(events))
+
+
+Outcome = tuple[RouteJob, Carried | Exception]
+
+
+def carry_batch(
+    jobs: list[RouteJob], adapters: Mapping[Network, NetworkAdapter], clock: Clock
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for job in jobs:
+        try:
+            outcomes.append((job, carry(job, adapters, clock)))
+        except DeliveryError as exc:
+            outcomes.append((job, exc))
+        except Exception as exc:
+            # Not the package's fault (a bug, a key file gone): keep the claim, retry after the lease.
+            log.exception("carrying %s to %s failed; will retry", job.document.id, job.target)
+            outcomes.append((job, exc))
+    return outcomes
+
+
+class Carrier(Protocol):
+    """Where the CPU work of carrying runs."""
+
+    async def carry(self, jobs: list[RouteJob]) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadCarrier:
+    """Carries in one worker thread of this process: the simple default, and what tests use."""
+
+    def __init__(self, adapters: Mapping[Network, NetworkAdapter], clock: Clock) -> None:
+        self._adapters = adapters
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carrier")
+
+    async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, carry_batch, jobs, self._adapters, self._clock)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+_worker_adapters: dict[Network, NetworkAdapter] = {}
+_worker_clock = SystemClock()
+
+
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """A worker of a node that was killed (SIGKILL, OOM) would otherwise live on, orphaned, holding
+    keys in memory; when the node restarts, its new workers would join them. Exit instead."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _start_worker(certs_dir: str, registry_path: str, networks: tuple[str, ...], parent: int) -> None:
+    # The node's pid comes from the node: read here, it would already be init's if the node was
+    # killed while this worker was still starting (seen: SIGKILL during the first carry).
+    _exit_with_parent(parent)
+    # Keys are loaded once per worker process: parsing PEM per document would cost 40x.
+    from gateway.domain.agencies import load_registry
+    from gateway.pki.trust import FileTrust, load_seal_key
+
+    trust = FileTrust.from_dir(Path(certs_dir), load_registry(Path(registry_path)))
+    for network in map(Network, networks):
+        _worker_adapters[network] = NetworkAdapter(
+            load_seal_key(Path(certs_dir), network), trust, _worker_clock
+        )
+
+
+def _carry_in_worker(jobs: list[RouteJob]) -> list[Outcome]:
+    return carry_batch(jobs, _worker_adapters, _worker_clock)
+
+
+class ProcessCarrier:
+    """Carries in worker processes, so sealing and verifying use every core, not one GIL."""
+
+    def __init__(
+        self,
+        certs_dir: Path,
+        registry_path: Path,
+        *,
+        workers: int,
+        networks: tuple[Network, ...] = tuple(Network),
+    ) -> None:
+        self._workers = max(1, workers)
+        self._executor = ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
+            initializer=_start_worker,
+            initargs=(str(certs_dir), str(registry_path), tuple(n.value for n in networks), os.getpid()),
+        )
+
+    async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        size = -(-len(jobs) // self._workers)
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._executor, _carry_in_worker, c) for c in chunks)
+        )
+        return [outcome for chunk in results for outcome in chunk]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class Courier:
+    """Claims pending routes from the store, carries them, and delivers them into inboxes.
+
+    ``lanes`` loops run at once so that the store's work for one batch overlaps the
+    carrying of the next; claims never overlap (each is one transaction).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        carrier: Carrier,
+        clock: Clock,
+        *,
+        node: str,
+        batch: int = 32,
+        lanes: int = 1,
+        lease_seconds: float = 60.0,
+        idle_poll_seconds: float = 1.0,
+        peers: PeerLinks | None = None,
+        give_up_after: float = 86_400.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self._peers = peers
+        self._give_up_after = timedelta(seconds=give_up_after)
+        self._max_backoff = max_backoff
+        self._down_until: dict[Network, datetime] = {}  # link state per peer network
+        self._failures: dict[Network, int] = {}
+        self._store = store
+        self._carrier = carrier
+        self._clock = clock
+        self._node = node
+        self._batch = batch
+        self._lanes = lanes
+        self._lease = lease_seconds
+        self._idle = idle_poll_seconds
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called when work was added, so the courier does not wait for its next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Carry routes until cancelled. Claims this node left behind (a crash) are taken back first."""
+        released = await self._store.release_claims(node=self._node)
+        if released:
+            log.info("resuming %d routes left unfinished by the previous run", released)
+        await asyncio.gather(*(self._lane() for _ in range(self._lanes)))
+
+    async def _lane(self) -> None:
+        while True:
+            carried_any = await self.run_once()
+            if not carried_any:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle)
+                self._wake.clear()
+
+    async def run_once(self) -> bool:
+        """Claim and carry one batch; returns whether there was anything to carry."""
+        now = self._clock.now()
+        down = [network for network, until in self._down_until.items() if until > now]
+        jobs = await self._store.claim_routes(
+            node=self._node, limit=self._batch, now=now, lease_seconds=self._lease, exclude=down
+        )
+        if not jobs:
+            return False
+        outcomes = await self._carrier.carry(jobs)
+        done = [(job, c) for job, c in outcomes if isinstance(c, Carried) and c.forward_to is None]
+        if done:
+            await self._store.complete_routes(done, now=self._clock.now())
+        forwards = [(job, c) for job, c in outcomes if isinstance(c, Carried) and c.forward_to is not None]
+        if forwards:
+            await self._forward(forwards)
+        for job, result in outcomes:
+            if isinstance(result, DeliveryError):
+                log.warning("route %s of %s quarantined: %s", job.target, job.document.id, result.message)
+                await self._store.quarantine_route(job, reason=result.message, now=self._clock.now())
+        return True
+
+    async def _forward(self, items: list[tuple[RouteJob, Carried]]) -> None:
+        """Hand sealed transfers to the peer nodes, in claim order; a route is done only when the
+        peer confirmed it stored the transfer. An unreachable peer holds its routes back with
+        bounded exponential back-off, so they go out in order when it returns."""
+        done = []
+        for job, carried in items:
+            network = carried.forward_to
+            assert network is not None and self._peers is not None
+            now = self._clock.now()
+            if self._down_until.get(network, now) > now:
+                await self._hold(job, f"the link to the {network} node is down", self._down_until[network])
+                continue
+            try:
+                await self._peers.send(network, carried.sealed)
+            except PeerUnavailable as exc:
+                failures = self._failures[network] = self._failures.get(network, 0) + 1
+                wait = min(self._max_backoff, 0.5 * 2 ** (failures - 1))
+                self._down_until[network] = now + timedelta(seconds=wait)
+                log.warning("link to the %s node down (%s); retrying in %.1f s", network, exc.message, wait)
+                await self._hold(job, exc.message, self._down_until[network])
+                continue
+            except DeliveryError as exc:
+                await self._store.quarantine_route(job, reason=exc.message, now=now)
+                continue
+            self._failures.pop(network, None)
+            self._down_until.pop(network, None)
+            done.append((job, carried))
+        if done:
+            await self._store.complete_routes(done, now=self._clock.now())
+
+    async def _hold(self, job: RouteJob, reason: str, until: datetime) -> None:
+        now = self._clock.now()
+        if now - job.document.accepted_at > self._give_up_after:
+            log.error("route %s of %s failed: %s", job.target, job.document.id, reason)
+            await self._store.fail_route(job, reason=f"gave up: {reason}", now=now)
+        else:
+            await self._store.defer_route(job, reason=reason, not_before=until, now=now)
+
+    def close(self) -> None:
+        self._carrier.close()

@@ -1,0 +1,235 @@
+"""What an agency reads: its inbox, a delivered document (with the 01 receipt that creates),
+the receipts of what it sent, and a document's trace.
+
+Access rule, everywhere: the sender sees its document's receipts and trace;
+a recipient sees the document and its own part of them; nobody else sees
+that the document exists (404, not 403, so ids cannot be probed).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from cryptography import x509
+
+from gateway.adapters.network import NetworkAdapter
+from gateway.crypto.pki import CertIdentity
+from gateway.crypto.xmldsig import verify_enveloped
+from gateway.domain.agencies import Registry
+from gateway.domain.edxml import Organ, Status, build_status, parse_xml, read_package
+from gateway.domain.vocabulary import Classification, DeliveryState, Network, StatusCode
+from gateway.errors import ClientError, Forbidden, GatewayError, NotFound
+from gateway.exchange.intake import SENDER_SIGNATURE_AT, status_document
+from gateway.exchange.ports import (
+    Clock,
+    DeliveryRecord,
+    DocumentRecord,
+    EventRecord,
+    InboxItem,
+    NewDocument,
+    NewEvent,
+    Store,
+    Trust,
+)
+
+STATUS_MEANING = {
+    "01": "Đã đến",
+    "02": "Từ chối tiếp nhận",
+    "03": "Đã tiếp nhận",
+    "04": "Phân công",
+    "05": "Đang xử lý",
+    "06": "Hoàn thành",
+    "13": "Yêu cầu lấy lại",
+    "15": "Đồng ý lấy lại / cập nhật",
+    "16": "Từ chối lấy lại / cập nhật",
+}
+
+
+class Mailbox:
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        adapters: Mapping[Network, NetworkAdapter],
+        trust: Trust,
+        clock: Clock,
+        *,
+        on_accepted: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._adapters = adapters
+        self._trust = trust
+        self._clock = clock
+        self._on_accepted = on_accepted
+
+    async def inbox(self, agency: str, *, include_fetched: bool = False, limit: int = 500) -> list[InboxItem]:
+        return await self._store.inbox(agency, include_fetched=include_fetched, limit=limit)
+
+    async def _visible(self, agency: str, doc_id: str) -> tuple[DocumentRecord, list[DeliveryRecord]]:
+        doc = await self._store.document(doc_id)
+        deliveries = await self._store.deliveries(doc_id) if doc is not None else []
+        if doc is None or (agency != doc.sender and all(d.recipient != agency for d in deliveries)):
+            raise NotFound(f"no document with id {doc_id} for agency {agency}")
+        return doc, deliveries
+
+    async def fetch(self, agency: str, doc_id: str) -> bytes:
+        """The sealed transfer as delivered to ``agency``; the first fetch issues the 01 receipt."""
+        doc, deliveries = await self._visible(agency, doc_id)
+        mine = next((d for d in deliveries if d.recipient == agency), None)
+        if mine is None:
+            raise Forbidden(f"agency {agency} sent document {doc_id} but is not one of its recipients")
+        if mine.state in (DeliveryState.PENDING, DeliveryState.QUARANTINED, DeliveryState.FAILED):
+            raise NotFound(
+                f"document {doc_id} is not in the inbox of {agency} (delivery state: {mine.state})"
+            )
+        sealed = await self._store.sealed_for(doc_id, mine.network)
+        if sealed is None:
+            raise NotFound(f"document {doc_id} has no sealed copy for the {mine.network} network")
+        now = self._clock.now()
+        receipt = None
+        # A classified document's 01 must come from the recipient's own system, after it has
+        # decrypted and verified it (gateway fetch does that); the gateway cannot vouch for it.
+        unclassified = doc.classification is Classification.NONE
+        if doc.kind == "edoc" and mine.state is DeliveryState.DELIVERED and unclassified:
+            receipt = self._arrival_receipt(doc, mine, sealed)
+        if await self._store.mark_fetched(doc_id, agency, now=now, receipt=receipt):
+            await self._store.add_events([_fetched_event(doc_id, mine, now, receipt is not None)])
+            if receipt is not None:
+                self._on_accepted()
+        return sealed
+
+    def _arrival_receipt(self, doc: DocumentRecord, delivery: DeliveryRecord, sealed: bytes) -> NewDocument:
+        """A 01 status, signed on the recipient's side over the digest of exactly what was delivered."""
+        now = self._clock.now()
+        adapter = self._adapters[delivery.network]
+        digest = base64.b64encode(hashlib.sha256(sealed).digest()).decode("ascii")
+        root = build_status(
+            sender=Organ(delivery.recipient),
+            about_organ=doc.sender,
+            about_document_id=doc.document_id or doc.id,
+            code=StatusCode.ARRIVED,
+            now=now,
+            delivered_digest=digest,
+        )
+        package = adapter.sign_package(root)
+        return status_document(
+            doc,
+            sender=delivery.recipient,
+            sender_network=delivery.network,
+            code=StatusCode.ARRIVED.value,
+            package=package,
+            digest=hashlib.sha256(package).hexdigest(),
+            signer=f"adapter:{adapter.name}",
+            resolutions=[self._registry.resolve(doc.sender)],
+            now=now,
+        )
+
+    async def report_failure(self, agency: str, doc_id: str, *, stage: str, reason: str) -> None:
+        """Record that a recipient could not open what it fetched (bad key, altered ciphertext...)."""
+        _, deliveries = await self._visible(agency, doc_id)
+        mine = next((d for d in deliveries if d.recipient == agency), None)
+        if mine is None:
+            raise Forbidden(f"agency {agency} is not a recipient of document {doc_id}")
+        printable = "".join(ch for ch in reason if ch.isprintable())[:300]
+        detail = {"stage": "".join(ch for ch in stage if ch.isalnum() or ch == "_")[:32], "reason": printable}
+        event = NewEvent("recipient_failed", self._clock.now(), doc_id, agency, mine.network.value, detail)
+        await self._store.add_events([event])
+
+    async def receipts(self, agency: str, doc_id: str) -> dict[str, Any]:
+        """Per recipient: delivery state, forwarding, and each status with its signer and verdict."""
+        doc, deliveries = await self._visible(agency, doc_id)
+        statuses = await self._store.statuses_for(doc_id)
+        rows = []
+        for d in deliveries:
+            if agency not in (doc.sender, d.recipient):
+                continue
+            mine = [(s, pkg) for s, pkg in statuses if s.sender == d.recipient]
+            rows.append(
+                {
+                    "recipient": d.recipient,
+                    "addressed": d.addressed,
+                    "forwarded_via": list(d.chain) if d.chain else None,
+                    "network": d.network.value,
+                    "state": d.state.value,
+                    "delivered_at": _iso(d.delivered_at),
+                    "fetched_at": _iso(d.fetched_at),
+                    "receipts": [self._receipt_view(s, pkg, d.network) for s, pkg in mine],
+                    "confirmed": any(s.status_code == "01" for s, _ in mine),
+                }
+            )
+        recalls = [
+            self._receipt_view(s, pkg, s.sender_network) for s, pkg in statuses if s.sender == doc.sender
+        ]
+        return {
+            "id": doc.id,
+            "document_id": doc.document_id,
+            "from": doc.sender,
+            "recipients": rows,
+            "sender_statuses": recalls,
+            "unconfirmed": [r["recipient"] for r in rows if not r["confirmed"]],
+        }
+
+    def _receipt_view(self, status: DocumentRecord, package: bytes, network: Network) -> dict[str, Any]:
+        ok, signer, reason = self._verify_status(status, package, network)
+        view: dict[str, Any] = {
+            "id": status.id,
+            "code": status.status_code,
+            "meaning": STATUS_MEANING.get(status.status_code or "", ""),
+            "at": _iso(status.accepted_at),
+            "signed_by": signer,
+            "signature_valid": ok,
+        }
+        if reason:
+            view["problem"] = reason
+        return view
+
+    def _verify_status(
+        self, status: DocumentRecord, package: bytes, network: Network
+    ) -> tuple[bool, str, str]:
+        """Re-verify a stored status package; its signer is the agency or its network's adapter.
+
+        Certificates are judged as of acceptance: a key rotated or revoked since does not
+        retroactively unsign what it signed while valid."""
+        now = status.accepted_at
+        by_adapter = status.signer.startswith("adapter:")
+
+        def check(cert: x509.Certificate) -> CertIdentity:
+            if by_adapter:
+                return self._trust.adapter(cert, network=network, at=now)
+            return self._trust.signer(cert, at=now)
+
+        try:
+            verified, who = verify_enveloped(
+                parse_xml(package), location=SENDER_SIGNATURE_AT, check_certificate=check
+            )
+            read = read_package(verified.signed)
+            if not isinstance(read, Status) or (not by_adapter and who.code != read.sender):
+                return False, who.code, "signer is not the agency the status is from"
+            return True, who.code, ""
+        except (ClientError, GatewayError) as exc:
+            return False, status.signer.split(":", 1)[-1], exc.message
+
+    async def trace(self, agency: str | None, doc_id: str) -> list[EventRecord]:
+        """Events of a document in order; ``agency=None`` is the operator (local CLI), who sees all."""
+        if agency is not None:
+            doc, _ = await self._visible(agency, doc_id)
+            events = await self._store.events(doc_id)
+            if agency != doc.sender:
+                events = [e for e in events if e.recipient in (None, agency)]
+            return events
+        return await self._store.events(doc_id)
+
+
+def _fetched_event(doc_id: str, delivery: DeliveryRecord, now: datetime, receipt: bool) -> NewEvent:
+    return NewEvent(
+        "fetched", now, doc_id, delivery.recipient, delivery.network.value, {"receipt_issued": receipt}
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None

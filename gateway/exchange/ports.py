@@ -1,0 +1,245 @@
+"""The ports the core receives through its constructors, and the records that cross them.
+
+Real implementations live in ``gateway.adapters``: ``sqlstore.SqlStore`` (SQLite
+or PostgreSQL), ``keystore.FileTrust`` (the PKI on disk), ``SystemClock`` below.
+Nothing in the core reaches for a global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from gateway.crypto.pki import CertIdentity
+from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class Trust(Protocol):
+    """Decides who a certificate belongs to and whether it may act in a role now."""
+
+    def signer(self, cert: x509.Certificate, *, at: datetime) -> CertIdentity:
+        """An agency's document-signing certificate; raises ``SignerNotTrusted``."""
+        ...
+
+    def adapter(self, cert: x509.Certificate, *, network: Network, at: datetime) -> CertIdentity:
+        """The sealing certificate of ``network``'s adapter; raises ``DeliveryError``."""
+        ...
+
+    def client(self, cert_der: bytes, *, at: datetime) -> CertIdentity:
+        """A TLS client certificate; raises ``Unauthenticated``."""
+        ...
+
+    def encryption_certificate(self, code: str, *, at: datetime) -> x509.Certificate:
+        """Agency ``code``'s current encryption certificate; raises ``CryptoError``."""
+        ...
+
+
+# --- records ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """One trace event. ``detail`` must never hold a subject, content or attachment name."""
+
+    kind: str
+    at: datetime
+    document: str | None = None
+    recipient: str | None = None
+    network: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    recipient: str  # the active agency that receives it
+    addressed: str  # what the sender wrote
+    chain: tuple[str, ...] = ()  # addressed → … → recipient when forwarded to a successor
+
+
+@dataclass(frozen=True)
+class NewRoute:
+    network: Network
+    deliveries: tuple[NewDelivery, ...]
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """An accepted package, with its routes and deliveries, stored in one transaction."""
+
+    id: str
+    kind: str  # edoc | status
+    sender: str
+    sender_network: Network
+    doc_key: str  # DocumentId for an edoc; the signed digest for a status (idempotency key)
+    document_id: str | None
+    response_for: str | None
+    status_code: str | None
+    signed_digest: str
+    signer: str
+    subject: str | None  # None for classified documents
+    priority: Priority
+    classification: Classification
+    accepted_at: datetime
+    package: bytes
+    routes: tuple[NewRoute, ...]
+    events: tuple[NewEvent, ...]
+    due_at: datetime | None = None  # DueDate, or the time set for a Hỏa tốc hẹn giờ delivery
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    id: str
+    kind: str
+    sender: str
+    sender_network: Network
+    document_id: str | None
+    response_for: str | None
+    status_code: str | None
+    signed_digest: str
+    signer: str
+    subject: str | None
+    priority: Priority
+    classification: Classification
+    size: int
+    accepted_at: datetime
+    due_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    document: str
+    recipient: str
+    addressed: str
+    chain: tuple[str, ...]
+    network: Network
+    state: DeliveryState
+    delivered_at: datetime | None
+    fetched_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RouteJob:
+    """A document to carry into one network: seal, bridge if needed, verify, deliver."""
+
+    route_id: int
+    document: DocumentRecord
+    target: Network
+    recipients: tuple[tuple[str, str], ...]  # (recipient, addressed)
+    package: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What carrying a route produced: the sealed transfer as the recipients' network holds it,
+    or, when that network has its own node (``forward_to``), as this network's adapter sealed it
+    for the crossing."""
+
+    sealed: bytes
+    events: tuple[NewEvent, ...]
+    forward_to: Network | None = None
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    document: DocumentRecord
+    delivery: DeliveryRecord
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    seq: int
+    kind: str
+    at: datetime
+    document: str | None
+    recipient: str | None
+    network: str | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AtRisk:
+    """A delivery whose document is due soon (or overdue) and not yet fetched or answered 03."""
+
+    document: str
+    recipient: str
+    network: Network
+    due_at: datetime
+    fetched_at: datetime | None
+    flagged: frozenset[str]  # deadline kinds already in the trace for this recipient
+
+
+class Store(Protocol):
+    """Durable state of one gateway node. Every method is one transaction."""
+
+    async def accept(self, doc: NewDocument) -> tuple[str, bool]:
+        """Store a document; returns (id, created). Same sender + doc_key with the same
+        signed digest returns the existing id; with another digest raises ``DocumentConflict``."""
+        ...
+
+    async def claim_routes(
+        self, *, node: str, limit: int, now: datetime, lease_seconds: float, exclude: Collection[Network] = ()
+    ) -> list[RouteJob]:
+        """Claim pending routes, most urgent first, then oldest."""
+        ...
+
+    async def defer_route(
+        self, job: RouteJob, *, reason: str, not_before: datetime, now: datetime
+    ) -> None: ...
+
+    async def fail_route(self, job: RouteJob, *, reason: str, now: datetime) -> None: ...
+
+    async def redrive(self, doc_id: str, *, now: datetime, by: str) -> int: ...
+
+    async def accept_forwarded(self, doc: NewDocument, sealed: bytes, *, now: datetime) -> bool: ...
+
+    async def complete_routes(self, done: Sequence[tuple[RouteJob, Carried]], *, now: datetime) -> None:
+        """Deliver carried routes into inboxes (exactly once) and record their events."""
+        ...
+
+    async def quarantine_route(self, job: RouteJob, *, reason: str, now: datetime) -> None: ...
+
+    async def release_claims(self, *, node: str) -> int: ...
+
+    async def pending_routes(self) -> int: ...
+
+    async def document(self, doc_id: str) -> DocumentRecord | None: ...
+
+    async def package(self, doc_id: str) -> bytes | None: ...
+
+    async def deliveries(self, doc_id: str) -> list[DeliveryRecord]: ...
+
+    async def sealed_for(self, doc_id: str, network: Network) -> bytes | None: ...
+
+    async def inbox(self, agency: str, *, include_fetched: bool, limit: int) -> list[InboxItem]: ...
+
+    async def mark_fetched(
+        self, doc_id: str, agency: str, *, now: datetime, receipt: NewDocument | None
+    ) -> bool:
+        """First fetch: mark fetched and store the 01 receipt; later fetches change nothing."""
+        ...
+
+    async def statuses_for(self, doc_id: str) -> list[tuple[DocumentRecord, bytes]]: ...
+
+    async def events(self, doc_id: str) -> list[EventRecord]: ...
+
+    async def add_events(self, events: Sequence[NewEvent]) -> None: ...
+
+    async def deadlines_at_risk(self, *, until: datetime) -> list[AtRisk]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""The aiohttp server: the agencies' API, the operators' console routes, TLS identity, error mapping."""

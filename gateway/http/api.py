@@ -1,0 +1,321 @@
+"""The v1 HTTP API for agency document systems (aiohttp, behind mutual TLS).
+
+Every error a client can cause leaves as JSON ``{"error": code, "message": text,
+"request_id": id}`` with the status of its ``ClientError`` class; anything
+else is a 500 that names only the request id (the log has the rest).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.domain.agencies import Registry
+from gateway.domain.vocabulary import Classification, Network
+from gateway.errors import (
+    BadRequest,
+    ClientError,
+    Forbidden,
+    PackageTooLarge,
+    TooManyRequests,
+    Unauthenticated,
+)
+from gateway.exchange.inbound import Crossing
+from gateway.exchange.intake import Accepted, Intake
+from gateway.exchange.mailbox import Mailbox
+from gateway.exchange.ports import Clock, EventRecord, InboxItem, Store, Trust
+from gateway.exchange.ratelimit import SubmissionLimiter, retry_after_header
+from gateway.runtime import logs
+from gateway.runtime.logs import clean_request_id
+
+log = logging.getLogger("gateway.http.api")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+MAX_BYTES = web.AppKey("max_bytes", int)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: str, message: str, request_id: str) -> web.Response:
+    return web.json_response({"error": code, "message": message, "request_id": request_id}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = clean_request_id(request.headers.get("X-Request-Id"))
+    request[REQUEST_ID] = request_id
+    # Every log line and delivery-log record written for this request names it (gateway.runtime.logs).
+    context = (logs.REQUEST_ID.set(request_id), logs.DOCUMENT.set(request.match_info.get("id")))
+    try:
+        response = await _handle(request, handler, request_id)
+    finally:
+        logs.REQUEST_ID.reset(context[0])
+        logs.DOCUMENT.reset(context[1])
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+async def _handle(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except ClientError as exc:
+        log.info(
+            "%s %s -> %d %s: %s",
+            request.method,
+            request.path,
+            exc.status,
+            exc.code,
+            exc.message,
+            extra={"request_id": request_id},
+        )
+        response = _error(exc.status, exc.code, exc.message, request_id)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = retry_after_header(exc.retry_after)
+    except web.HTTPRequestEntityTooLarge:
+        too_large = PackageTooLarge(f"the request body exceeds the limit of {request.app[MAX_BYTES]} bytes")
+        response = _error(too_large.status, too_large.code, too_large.message, request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "bad_request")
+        response = _error(exc.status, code, exc.reason, request_id)
+    except Exception:
+        log.exception(
+            "unhandled error on %s %s", request.method, request.path, extra={"request_id": request_id}
+        )
+        response = _error(500, "internal", f"internal error; quote request id {request_id}", request_id)
+    return response
+
+
+class Api:
+    """Request handlers; each authenticates the calling agency from its TLS client certificate."""
+
+    def __init__(
+        self,
+        intake: Intake,
+        mailbox: Mailbox,
+        registry: Registry,
+        trust: Trust,
+        store: Store,
+        clock: Clock,
+        limiter: SubmissionLimiter | None = None,
+        *,
+        network: Network | None = None,
+        crossing: Crossing | None = None,
+    ) -> None:
+        self._limiter = limiter
+        self._network = network
+        self._crossing = crossing
+        self._intake = intake
+        self._mailbox = mailbox
+        self._registry = registry
+        self._trust = trust
+        self._store = store
+        self._clock = clock
+
+    def agency_of(self, request: web.Request) -> str:
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) else None
+        if not der:
+            raise Unauthenticated("no client certificate: connect with your agency's TLS certificate")
+        identity = self._trust.client(der, at=self._clock.now())
+        agency = self._registry.get(identity.code)
+        if agency is None or agency.state != "active":
+            raise Forbidden(f"{identity.code} is not an active agency of this gateway")
+        if self._network is not None and agency.network is not self._network:
+            raise Forbidden(
+                f"agency {agency.code} belongs to the {agency.network} network; "
+                f"this is the {self._network} node"
+            )
+        return agency.code
+
+    def _peer_cert(self, request: web.Request) -> bytes:
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) else None
+        if not der:
+            raise Unauthenticated(
+                "no client certificate: a peer node connects with its adapter's TLS certificate"
+            )
+        return bytes(der)
+
+    async def receive_transfer(self, request: web.Request) -> web.Response:
+        """A peer node hands over a sealed transfer for this network (the crossing of a bridge)."""
+        if self._crossing is None:
+            raise Forbidden("this node serves every network itself and takes no transfers from peers")
+        identity = self._trust.client(self._peer_cert(request), at=self._clock.now())
+        from_network = self._crossing.peer_network(identity)
+        taken = await self._crossing.take_over(await request.read(), from_network=from_network)
+        return web.json_response({"id": taken.id, "stored": True}, status=201 if taken.created else 200)
+
+    def _admit(self, agency: str) -> None:
+        wait = self._limiter.take(agency) if self._limiter else 0.0
+        if wait > 0:
+            raise TooManyRequests(
+                f"agency {agency} is over its submission limit; nothing was stored, send again in "
+                f"{retry_after_header(wait)} s",
+                retry_after=wait,
+            )
+
+    async def submit(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        self._admit(agency)
+        declared = request.headers.get("X-Classification")
+        try:
+            level = Classification.from_slug(declared.strip()) if declared else None
+        except ValueError as exc:
+            raise BadRequest(f"X-Classification header: {exc}") from None
+        accepted = await self._intake.submit(agency, await request.read(), declared=level)
+        return web.json_response(_accepted_view(accepted), status=202)
+
+    async def post_status(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        accepted = await self._intake.submit(agency, await request.read(), about=request.match_info["id"])
+        return web.json_response(_accepted_view(accepted), status=202)
+
+    async def inbox(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        include_fetched = request.query.get("all", "") in ("1", "true", "yes")
+        limit = _int_query(request, "limit", 500, 1, 5000)
+        items = await self._mailbox.inbox(agency, include_fetched=include_fetched, limit=limit)
+        return web.json_response({"agency": agency, "documents": [_inbox_view(i) for i in items]})
+
+    async def fetch(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        sealed = await self._mailbox.fetch(agency, request.match_info["id"])
+        return web.Response(body=sealed, content_type="application/xml", charset="utf-8")
+
+    async def report_failure(self, request: web.Request) -> web.Response:
+        """A recipient's system reports that it could not decrypt or verify what it fetched."""
+        agency = self.agency_of(request)
+        try:
+            body = await request.json()
+            stage, reason = str(body["stage"]), str(body["reason"])
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest('expected JSON {"stage": "...", "reason": "..."}') from None
+        await self._mailbox.report_failure(agency, request.match_info["id"], stage=stage, reason=reason)
+        return web.json_response({"recorded": True}, status=202)
+
+    async def receipts(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        return web.json_response(await self._mailbox.receipts(agency, request.match_info["id"]))
+
+    async def trace(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        events = await self._mailbox.trace(agency, request.match_info["id"])
+        return web.json_response({"id": request.match_info["id"], "events": [event_view(e) for e in events]})
+
+    async def agencies(self, request: web.Request) -> web.Response:
+        self.agency_of(request)
+        network = request.query.get("network")
+        limit = _int_query(request, "limit", 1000, 1, 200_000)
+        offset = _int_query(request, "offset", 0, 0, 10_000_000)
+        rows = [a for a in self._registry if network is None or a.network.value == network]
+        return web.json_response(
+            {"total": len(rows), "agencies": [agency_view(a) for a in rows[offset : offset + limit]]}
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "pending_routes": await self._store.pending_routes()})
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"query parameter {name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _accepted_view(accepted: Accepted) -> dict[str, Any]:
+    return {
+        "id": accepted.id,
+        "duplicate": not accepted.created,
+        "recipients": [
+            {
+                "code": d.recipient,
+                "addressed": d.addressed,
+                "network": accepted.networks[d.recipient],
+                "forwarded_via": list(d.chain) if d.chain else None,
+            }
+            for d in accepted.recipients
+        ],
+    }
+
+
+def _inbox_view(item: InboxItem) -> dict[str, Any]:
+    doc, d = item.document, item.delivery
+    return {
+        "id": doc.id,
+        "kind": doc.kind,
+        "from": doc.sender,
+        "document_id": doc.document_id,
+        "subject": doc.subject,
+        "priority": int(doc.priority),
+        "classification": doc.classification.slug,
+        "status_code": doc.status_code,
+        "response_for": doc.response_for,
+        "size": doc.size,
+        "addressed": d.addressed,
+        "state": d.state.value,
+        "accepted_at": doc.accepted_at.isoformat(),
+        "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None,
+    }
+
+
+def event_view(e: EventRecord) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "at": e.at.isoformat(),
+        "event": e.kind,
+        "recipient": e.recipient,
+        "network": e.network,
+        **({"detail": e.detail} if e.detail else {}),
+    }
+
+
+def agency_view(a: Any) -> dict[str, Any]:
+    return {
+        "code": a.code,
+        "name": a.name,
+        "network": a.network.value,
+        "parent": a.parent,
+        "clearance": a.clearance.slug,
+        "state": a.state.value if hasattr(a.state, "value") else a.state,
+        "successor": a.successor,
+        "retired_on": a.retired_on.isoformat() if a.retired_on else None,
+    }
+
+
+def make_app(api: Api, *, max_bytes: int) -> web.Application:
+    # Room above the package limit for nothing else: the body IS the package.
+    app = web.Application(client_max_size=max_bytes, middlewares=[errors_middleware])
+    app[MAX_BYTES] = max_bytes
+    app.router.add_post("/v1/edocs", api.submit)
+    app.router.add_get("/v1/inbox", api.inbox)
+    app.router.add_get("/v1/edocs/{id}", api.fetch)
+    app.router.add_post("/v1/edocs/{id}/status", api.post_status)
+    app.router.add_get("/v1/edocs/{id}/receipts", api.receipts)
+    app.router.add_post("/v1/edocs/{id}/failures", api.report_failure)
+    app.router.add_get("/v1/edocs/{id}/trace", api.trace)
+    app.router.add_get("/v1/agencies", api.agencies)
+    app.router.add_post("/v1/transfers", api.receive_transfer)
+    app.router.add_get("/healthz", api.healthz)
+    return app
+
+
+def server_tls_context(cert_chain: str, key: str, trust_pem: str) -> ssl.SSLContext:
+    """Mutual TLS: a client certificate is asked for and verified against the dev CAs when offered.
+
+    CERT_OPTIONAL (not REQUIRED) so that a client without one gets a JSON 401 it can read,
+    instead of a bare handshake failure.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_chain, key)
+    ctx.load_verify_locations(cafile=trust_pem)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx

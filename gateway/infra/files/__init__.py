@@ -1,0 +1,3 @@
+"""File layouts in a gateway home: the dev PKI directory, the dev CA that issues into it, the registry
+CSV.
+"""

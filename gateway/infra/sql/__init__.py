@@ -1,0 +1,1 @@
+"""SQLite and PostgreSQL: tables, migrations, the store, the operators' reads, notifications."""

@@ -1,0 +1,158 @@
+"""The database schema, declared once with SQLModel; queries use SQLAlchemy Core on these tables.
+
+No column ever holds the subject, content or attachment name of a classified
+document: ``subject`` is NULL for them and ``package`` holds what the sender
+signed (encrypted before storage once classified documents are carried).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Datetimes stored as ISO text in UTC so SQLite and PostgreSQL sort and compare them alike."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use timezone-aware UTC")
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def process_result_value(self, value: str | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _ts(nullable: bool = False) -> object:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable))
+
+
+class DocumentRow(SQLModel, table=True):
+    __tablename__ = "documents"
+    __table_args__ = (
+        UniqueConstraint("sender", "doc_key", name="uq_documents_sender_key"),
+        # Operators' searches (console, `gateway trace --agency`): newest first, by sender,
+        # by acceptance time, by DocumentId; each a range scan, however large the table.
+        Index("ix_documents_sender_id", "sender", "id"),
+        Index("ix_documents_accepted_at", "accepted_at"),
+        Index("ix_documents_document_id", "document_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    kind: str = Field(max_length=8)
+    sender: str = Field(max_length=35)
+    sender_network: str = Field(max_length=16)
+    doc_key: str = Field(max_length=200)
+    document_id: str | None = Field(default=None, max_length=200)
+    response_for: str | None = Field(default=None, max_length=32, index=True)
+    status_code: str | None = Field(default=None, max_length=2)
+    signed_digest: str = Field(max_length=64)
+    due_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True, index=True))
+    signer: str = Field(max_length=120)
+    subject: str | None = Field(default=None)
+    priority: int
+    classification: int
+    size: int
+    accepted_at: datetime = _ts()  # type: ignore[assignment]
+    package: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class RouteRow(SQLModel, table=True):
+    __tablename__ = "routes"
+    __table_args__ = (
+        UniqueConstraint("document", "network", name="uq_routes_document_network"),
+        # The claim query: pending work, most urgent first, then fairly between senders, then oldest.
+        Index("ix_routes_claim", "state", "priority", "fair_rank", "id"),
+        # Where each sender stands in its lane (start-time fair queueing, see sqlstore._fair_rank).
+        Index("ix_routes_sender_lane", "state", "priority", "sender", "fair_rank"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    document: str = Field(foreign_key="documents.id", max_length=32)
+    network: str = Field(max_length=16)
+    state: str = Field(max_length=16)  # pending | done | quarantined | failed
+    priority: int
+    sender: str = Field(default="", max_length=35)
+    fair_rank: int = 0
+    attempts: int = 0
+    claimed_by: str | None = Field(default=None, max_length=64)
+    carried_by: str | None = Field(default=None, max_length=64)  # the replica that finished it
+    claimed_until: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
+    last_error: str | None = None
+    sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    done_at: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
+
+
+class DeliveryRow(SQLModel, table=True):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("document", "recipient", name="uq_deliveries_document_recipient"),
+        # The inbox query: what waits for one agency, most urgent first, then oldest.
+        Index("ix_deliveries_inbox", "recipient", "state", "priority", "document"),
+        # What one agency received, newest first (ids are time-ordered), for operators' searches.
+        Index("ix_deliveries_recipient_document", "recipient", "document"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    document: str = Field(foreign_key="documents.id", max_length=32)
+    route: int = Field(foreign_key="routes.id", index=True)
+    recipient: str = Field(max_length=35)
+    addressed: str = Field(max_length=35)
+    chain: str | None = Field(default=None, max_length=400)
+    network: str = Field(max_length=16)
+    state: str = Field(max_length=16)
+    priority: int
+    delivered_at: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
+    fetched_at: datetime | None = _ts(nullable=True)  # type: ignore[assignment]
+
+
+class EventRow(SQLModel, table=True):
+    """One record of the tamper-evident delivery log (``gateway.audit.log``): ``hash`` covers the
+    record's fields and ``prev_hash``, the hash of the record before it. Written only through
+    ``sqlstore._append_events``; NOT NULL makes any other insert fail loudly instead of
+    silently breaking the chain."""
+
+    __tablename__ = "events"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=24)
+    at: datetime = _ts()  # type: ignore[assignment]
+    document: str | None = Field(default=None, max_length=32, index=True)
+    recipient: str | None = Field(default=None, max_length=35)
+    network: str | None = Field(default=None, max_length=16)
+    detail: str = "{}"
+    request_id: str | None = Field(default=None, max_length=64)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+    # The node (replica) whose store wrote the record; NULL for the command line. Not part of the
+    # hash: it tells each replica which records to count and log, it is not evidence.
+    writer: str | None = Field(default=None, max_length=64)
+
+
+class AuditHeadRow(SQLModel, table=True):
+    """A signed head of the delivery log: the node's signature over (seq, hash) of its newest record."""
+
+    __tablename__ = "audit_heads"
+
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(index=True)
+    hash: str = Field(max_length=64)
+    signed_at: str = Field(max_length=32)  # exactly the signed text
+    node: str = Field(max_length=64)
+    signer: str = Field(max_length=120)
+    algorithm: str = Field(max_length=24)
+    signature: str
+    certificate: str  # the adapter's signing certificate (PEM), so old heads verify after rotation
+
+
+METADATA = SQLModel.metadata

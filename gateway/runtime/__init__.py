@@ -1,0 +1,1 @@
+"""The composition root (``node``), carrier processes, logging, configuration, the supervisor loop."""
