@@ -32,11 +32,11 @@ import aiohttp
 from gateway.audit.log import GENESIS, record_hash, sign_head, utc_text
 from gateway.domain.vocabulary import Network
 from gateway.http.console import issue_operator
+from gateway.infra.files.keys import load_seal_key
 from gateway.infra.sql.reads import SqlOversight
 from gateway.infra.sql.store import SqlStore
 from gateway.operators.readmodel import Search
 from gateway.operators.timeline import build_timeline, render_text
-from gateway.pki.trust import load_seal_key
 from gateway.runtime.config import load_config
 from gateway.runtime.node import Node, init_home
 

@@ -174,3 +174,7 @@ class StoreError(GatewayError):
 
 class DeliveryError(GatewayError):
     """A hop refused a sealed transfer (bad seal, wrong adapter)."""
+
+
+class PeerUnavailable(GatewayError):
+    """The peer node could not be reached or failed (5xx): try again later."""

@@ -23,8 +23,9 @@ from gateway.crypto.pki import Role
 from gateway.domain.agencies import load_registry
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc
 from gateway.domain.vocabulary import DeliveryState, Priority
+from gateway.infra.files.keys import file_trust
 from gateway.infra.files.pki_dir import agency_paths
-from gateway.pki.trust import FileTrust
+from gateway.pki.trust import RegistryTrust
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node, init_home
 
@@ -153,8 +154,8 @@ async def wait_delivered(node: Node, doc_id: str, *, timeout: float = 20.0) -> l
         await asyncio.sleep(0.02)
 
 
-def trust_for(config: Config) -> FileTrust:
-    return FileTrust.from_dir(config.certs, load_registry(config.registry))
+def trust_for(config: Config) -> RegistryTrust:
+    return file_trust(config.certs, load_registry(config.registry))
 
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/"

@@ -12,12 +12,12 @@ from gateway.adapters.network import NetworkAdapter, SealKey
 from gateway.agency_side.agent import open_delivery
 from gateway.crypto.pki import Role
 from gateway.domain import transfer as tr
+from gateway.domain.clock import SystemClock
 from gateway.domain.edxml import parse_xml
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
 from gateway.errors import CryptoError, DeliveryError
-from gateway.exchange.ports import SystemClock
+from gateway.infra.files.keys import load_seal_key
 from gateway.infra.files.pki_dir import agency_paths, load_key_pair
-from gateway.pki.trust import load_seal_key
 from gateway.runtime.config import Config
 from gateway.runtime.node import Node
 from tests.conftest import A01, G22, I01, make_package, trust_for, wait_delivered

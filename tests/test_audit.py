@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.log import GENESIS, record_hash, verify_log
-from gateway.domain.vocabulary import Network
 from gateway.exchange.ports import NewEvent
 from gateway.infra.files.pki_dir import load_trust_anchors
+from gateway.infra.sql.engine import sqlite_url
 from gateway.infra.sql.reads import SqlOversight
-from gateway.infra.sql.store import SqlStore, sqlite_url
+from gateway.infra.sql.store import SqlStore
 from gateway.runtime.config import Config
 from gateway.runtime.node import Node, init_home
 from tests.conftest import A01, G22, H41, I01, make_package, wait_delivered
@@ -193,38 +193,6 @@ async def test_classified_documents_appear_only_by_ids_codes_level_and_digests(
         assert secret not in text
     trace = await gateway(home, "trace", body["id"], "--json")
     assert SUBJECT not in trace.stdout and json.loads(trace.stdout)["document"]["subject"] is None
-
-
-async def test_events_of_an_older_database_are_chained_when_it_is_opened(config: Config, tmp_path: Path):
-    url = sqlite_url(tmp_path / "old.db")
-    store = SqlStore(url, synchronous="NORMAL")
-    now = datetime.now(UTC)
-    await store.add_events(
-        [NewEvent("cert_issued", now, None, None, Network.PARTY.value, {"n": i}) for i in range(5)]
-    )
-    await store.close()
-    db = database(Config(home=tmp_path, database=url))
-    for column in ("hash", "prev_hash", "request_id"):
-        db.execute(f"ALTER TABLE events DROP COLUMN {column}")
-    db.execute("DROP INDEX ix_documents_document_id")
-    db.close()
-
-    store = SqlStore(url, synchronous="NORMAL")  # upgrades and chains what was there
-    try:
-        records = await SqlOversight(store).audit_records(after=0, limit=100)
-        assert len(records) == 5 and records[0].prev_hash == GENESIS
-        report = verify_log(records, [], load_trust_anchors(config.certs))
-        assert report.ok and report.records == 5
-        await store.add_events([NewEvent("cert_revoked", now, None, None, None, {})])
-        records = await SqlOversight(store).audit_records(after=0, limit=100)
-        assert verify_log(records, [], load_trust_anchors(config.certs)).ok
-    finally:
-        await store.close()
-    db = database(Config(home=tmp_path, database=url))
-    assert (
-        db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'ix_documents_document_id'").fetchone()[0]
-        == 1
-    )
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])

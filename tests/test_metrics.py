@@ -10,8 +10,8 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.domain.vocabulary import Priority
+from gateway.operators.logs import JsonFormatter
 from gateway.runtime.config import Config
-from gateway.runtime.logs import JsonFormatter
 from gateway.runtime.node import Node
 from tests.conftest import A01, G22, I01, client_context, make_package, wait_delivered
 from tests.oversight_helpers import operator, operator_session, settle

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from cryptography import x509
 from lxml import etree
 
+from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import SigningKey, sign_enveloped, verify_enveloped
 from gateway.domain import transfer as tr
+from gateway.domain.clock import Clock
 from gateway.domain.edxml import parse_xml, validate_transfer
 from gateway.domain.vocabulary import Network
 from gateway.errors import ClientError, DeliveryError
-from gateway.exchange.ports import Clock, Trust
 
 
 @dataclass(frozen=True)

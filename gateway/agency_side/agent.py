@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from lxml import etree
 
+from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity, PrivateKey, Role
 from gateway.crypto.xmldsig import sign_enveloped, verify_enveloped
 from gateway.crypto.xmlenc import XENC, NotARecipient, decrypt_element
@@ -26,7 +27,6 @@ from gateway.domain.transfer import read as read_transfer
 from gateway.domain.vocabulary import Network, StatusCode
 from gateway.errors import BadRequest, ConfigError, CryptoError, SignerNotTrusted
 from gateway.exchange.intake import SENDER_SIGNATURE_AT
-from gateway.exchange.ports import Trust
 from gateway.infra.files.pki_dir import agency_paths, load_key_pair
 
 

@@ -35,10 +35,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from gateway.crypto.pki import CertIdentity, CertificateRejected, PrivateKey, Role, TrustAnchors, cert_pem
-from gateway.domain.vocabulary import Network
+from gateway.domain.clock import Clock
+from gateway.domain.vocabulary import Network, adapter_code
 from gateway.errors import CryptoError, GatewayError
-from gateway.exchange.ports import Clock
-from gateway.infra.files.pki_dir import adapter_code
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
-"""What each ``gateway`` subcommand does. Parsing and error reporting live in ``gateway.cli.entry``."""
+"""The agency commands: ``agencies``, ``send``, ``inbox``, ``fetch``, ``status``, ``receipts``.
+
+They act as an agency's own system would, through the mTLS API. Parsing and error reporting
+live in ``gateway.cli.entry``."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import mimetypes
@@ -11,49 +13,20 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
-
-from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.agency_side.agent import arrival_receipt, decryption_keys, open_delivery, sign_package
 from gateway.agency_side.client import AgencyClient
-from gateway.cli.entry import default_document_id, is_signed, print_json
+from gateway.cli.output import LOCAL_TZ, default_document_id, is_signed, local_time, print_json
 from gateway.crypto.pki import Role
 from gateway.domain.agencies import AgencyCode, Registry, load_registry
 from gateway.domain.edxml import Attachment, NewEdoc, Organ, build_edoc, build_status, parse_xml
 from gateway.domain.vocabulary import Classification, Priority, StatusCode
-from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound, StoreError
+from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound
 from gateway.exchange.mailbox import STATUS_MEANING
 from gateway.http.api import agency_view
+from gateway.infra.files.keys import file_trust
 from gateway.infra.files.pki_dir import agency_paths
-from gateway.infra.sql.store import SqlStore
-from gateway.pki.trust import FileTrust
-from gateway.runtime import logs
 from gateway.runtime.config import Config
-from gateway.runtime.node import init_home, serve_forever
-
-LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
-
-
-def init(home: Path) -> int:
-    created = init_home(home, now=datetime.now(UTC))
-    for path in created:
-        print(f"created {path}")
-    if not created:
-        print(f"{home} is already initialised; nothing to do")
-    print(f"next: gateway --home {home} serve")
-    return 0
-
-
-def serve(config: Config, args: argparse.Namespace) -> int:
-    logs.configure(json_lines=args.log_format == "json")
-    print(f"gateway: home {config.home}; send a first document from another terminal with:")
-    print(
-        f"  gateway --home {config.home} send --as 000.00.00.G22 --to 000.00.00.A01 "
-        '--subject "Thử nghiệm liên thông"'
-    )
-    asyncio.run(serve_forever(config, port=args.port))
-    return 0
 
 
 def _registry(config: Config) -> Registry:
@@ -155,7 +128,7 @@ def inbox(config: Config, args: argparse.Namespace) -> int:
         what = d["subject"] if d["kind"] == "edoc" else f"status {d['status_code']} for {d['response_for']}"
         if d["subject"] is None and d["kind"] == "edoc":
             what = f"[{d['classification']}]"
-        print(f"{d['id']}  P{d['priority']}  {_local(d['accepted_at'])}  from {d['from']:<14} {what}")
+        print(f"{d['id']}  P{d['priority']}  {local_time(d['accepted_at'])}  from {d['from']:<14} {what}")
     return 0
 
 
@@ -170,7 +143,7 @@ def fetch(config: Config, args: argparse.Namespace) -> int:
     agency = registry.get(code)
     if agency is None:
         raise ConfigError(f"agency {code} is not in {config.registry}")
-    trust = FileTrust.from_dir(config.certs, registry)
+    trust = file_trust(config.certs, registry)
     now = datetime.now(UTC)
     try:
         opened = open_delivery(
@@ -246,49 +219,8 @@ def receipts(config: Config, args: argparse.Namespace) -> int:
         print(f"  {r['recipient']} [{r['network']}] {r['state']}{via}")
         for s in r["receipts"]:
             ok = "signature ok" if s["signature_valid"] else f"SIGNATURE INVALID: {s.get('problem', '')}"
-            print(f"      {s['code']} {s['meaning']:<24} {_local(s['at'])}  signed by {s['signed_by']}, {ok}")
+            when = local_time(s["at"])
+            print(f"      {s['code']} {s['meaning']:<24} {when}  signed by {s['signed_by']}, {ok}")
     if reply["unconfirmed"]:
         print("  not yet confirmed (no 01): " + ", ".join(reply["unconfirmed"]))
     return 0
-
-
-def db(config: Config, args: argparse.Namespace) -> int:
-    """``gateway db upgrade``: apply the migrations; replicas starting together wait on one lock."""
-    from gateway.infra.sql import schema
-    from gateway.infra.sql.store import make_engine
-
-    engine = make_engine(config.database_url, config.sqlite_synchronous)
-    try:
-        before = schema.current_revision(engine)
-        after = schema.upgrade(engine)
-    except SQLAlchemyError as exc:
-        raise StoreError(f"cannot upgrade {config.database_url}: {exc.__class__.__name__}: {exc}") from exc
-    finally:
-        engine.dispose()
-    print(f"database {config.database_url}: revision {before or '(empty)'} → {after}")
-    return 0
-
-
-def deliveries(config: Config, args: argparse.Namespace) -> int:
-    """``gateway deliveries retry ID``: failed routes back to pending; the running node carries them."""
-
-    async def redrive() -> int:
-        store = SqlStore(config.database_url, synchronous=config.sqlite_synchronous)
-        try:
-            return await store.redrive(args.id, now=datetime.now(UTC), by=os.environ.get("USER", "operator"))
-        finally:
-            await store.close()
-
-    count = asyncio.run(redrive())
-    if not count:
-        raise NotFound(f"document {args.id} has no failed delivery on this node")
-    print(f"{args.id}: {count} failed route(s) re-driven; the node carries them again")
-    return 0
-
-
-def _local(iso: str | None) -> str:
-    if not iso:
-        return "-"
-    return (
-        datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
-    )

@@ -6,17 +6,11 @@ Every mistake ends in one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import secrets
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
-
-from lxml import etree
+from typing import NoReturn
 
 from gateway.cli import certs_args as certs_cli
 from gateway.cli import operators_args as oversight_cli
@@ -144,10 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, home: Path) -> int:
-    from gateway.cli import agency as commands
+    from gateway.cli import agency, node
 
     if args.command == "init":
-        return commands.init(home)
+        return node.init(home)
     if args.command in oversight_cli.COMMANDS:  # `audit verify --file` runs without a home
         return oversight_cli.run(
             args, lambda: load_config(home, Path(args.config).resolve() if args.config else None)
@@ -159,37 +153,17 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
         config = replace(config, database=database_url(args.database, Path.cwd()))
     handler = {
         "certs": certs_cli.run,
-        "deliveries": commands.deliveries,
-        "db": commands.db,
-        "serve": commands.serve,
-        "agencies": commands.agencies,
-        "send": commands.send,
-        "inbox": commands.inbox,
-        "fetch": commands.fetch,
-        "status": commands.status,
-        "receipts": commands.receipts,
+        "deliveries": node.deliveries,
+        "db": node.db,
+        "serve": node.serve,
+        "agencies": agency.agencies,
+        "send": agency.send,
+        "inbox": agency.inbox,
+        "fetch": agency.fetch,
+        "status": agency.status,
+        "receipts": agency.receipts,
     }[args.command]
     return handler(config, args)
-
-
-def print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2))
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def default_document_id(code: str, now: datetime) -> str:
-    return f"{code},{now:%Y/%m/%d},{secrets.randbelow(10**6)}/GW"
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-def is_signed(root: etree._Element) -> bool:
-    return root.find(".//{http://www.w3.org/2000/09/xmldsig#}SignatureValue") is not None
 
 
 if __name__ == "__main__":

@@ -29,10 +29,11 @@ from gateway.audit.log import (
 )
 from gateway.crypto.pki import PrivateKey, TrustAnchors
 from gateway.domain.agencies import AgencyCode
+from gateway.domain.clock import SystemClock
 from gateway.domain.vocabulary import Network
 from gateway.errors import BadRequest, NotFound
 from gateway.exchange.deadlines import WARN_BEFORE, at_risk_view, flag_kind
-from gateway.exchange.ports import SystemClock
+from gateway.infra.files.keys import load_seal_key
 from gateway.infra.files.pki_dir import load_trust_anchors
 from gateway.infra.sql.reads import SqlOversight
 from gateway.infra.sql.store import SqlStore
@@ -46,7 +47,6 @@ from gateway.operators.timeline import (
     summary_view,
     timeline_view,
 )
-from gateway.pki.trust import load_seal_key
 from gateway.runtime.config import Config
 
 EXIT_TAMPERED = 1

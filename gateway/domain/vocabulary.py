@@ -88,3 +88,8 @@ class DeliveryState(enum.StrEnum):
     FETCHED = "fetched"  # the recipient pulled it; a 01 receipt was issued
     QUARANTINED = "quarantined"  # a seal or signature failed on the way; never reaches an inbox
     FAILED = "failed"  # gave up (retry budget spent); an operator may re-drive it
+
+
+def adapter_code(network: Network) -> str:
+    """The CN of ``network``'s adapter certificates, e.g. ``ADAPTER.PARTY``."""
+    return f"ADAPTER.{network.value.upper()}"

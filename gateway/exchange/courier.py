@@ -14,23 +14,17 @@ import asyncio
 import base64
 import contextlib
 import logging
-import multiprocessing
-import os
-import threading
-import time
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Protocol
 
 from gateway.adapters.network import NetworkAdapter
 from gateway.domain import transfer as tr
+from gateway.domain.clock import Clock
 from gateway.domain.edxml import parse_xml
 from gateway.domain.vocabulary import Network
-from gateway.errors import ClientError, DeliveryError
-from gateway.exchange.ports import Carried, Clock, NewEvent, RouteJob, Store, SystemClock
-from gateway.infra.peers import PeerLinks, PeerUnavailable
+from gateway.errors import ClientError, DeliveryError, PeerUnavailable
+from gateway.exchange.ports import Carried, NewEvent, Peers, RouteJob, Store
 
 log = logging.getLogger(__name__)
 
@@ -119,89 +113,6 @@ class Carrier(Protocol):
     def close(self) -> None: ...
 
 
-class ThreadCarrier:
-    """Carries in one worker thread of this process: the simple default, and what tests use."""
-
-    def __init__(self, adapters: Mapping[Network, NetworkAdapter], clock: Clock) -> None:
-        self._adapters = adapters
-        self._clock = clock
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="carrier")
-
-    async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, carry_batch, jobs, self._adapters, self._clock)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-
-
-_worker_adapters: dict[Network, NetworkAdapter] = {}
-_worker_clock = SystemClock()
-
-
-def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
-    """A worker of a node that was killed (SIGKILL, OOM) would otherwise live on, orphaned, holding
-    keys in memory; when the node restarts, its new workers would join them. Exit instead."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _start_worker(certs_dir: str, registry_path: str, networks: tuple[str, ...], parent: int) -> None:
-    # The node's pid comes from the node: read here, it would already be init's if the node was
-    # killed while this worker was still starting (seen: SIGKILL during the first carry).
-    _exit_with_parent(parent)
-    # Keys are loaded once per worker process: parsing PEM per document would cost 40x.
-    from gateway.domain.agencies import load_registry
-    from gateway.pki.trust import FileTrust, load_seal_key
-
-    trust = FileTrust.from_dir(Path(certs_dir), load_registry(Path(registry_path)))
-    for network in map(Network, networks):
-        _worker_adapters[network] = NetworkAdapter(
-            load_seal_key(Path(certs_dir), network), trust, _worker_clock
-        )
-
-
-def _carry_in_worker(jobs: list[RouteJob]) -> list[Outcome]:
-    return carry_batch(jobs, _worker_adapters, _worker_clock)
-
-
-class ProcessCarrier:
-    """Carries in worker processes, so sealing and verifying use every core, not one GIL."""
-
-    def __init__(
-        self,
-        certs_dir: Path,
-        registry_path: Path,
-        *,
-        workers: int,
-        networks: tuple[Network, ...] = tuple(Network),
-    ) -> None:
-        self._workers = max(1, workers)
-        self._executor = ProcessPoolExecutor(
-            max_workers=self._workers,
-            mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
-            initializer=_start_worker,
-            initargs=(str(certs_dir), str(registry_path), tuple(n.value for n in networks), os.getpid()),
-        )
-
-    async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:
-        loop = asyncio.get_running_loop()
-        size = -(-len(jobs) // self._workers)
-        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-        results = await asyncio.gather(
-            *(loop.run_in_executor(self._executor, _carry_in_worker, c) for c in chunks)
-        )
-        return [outcome for chunk in results for outcome in chunk]
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-
-
 class Courier:
     """Claims pending routes from the store, carries them, and delivers them into inboxes.
 
@@ -220,7 +131,7 @@ class Courier:
         lanes: int = 1,
         lease_seconds: float = 60.0,
         idle_poll_seconds: float = 1.0,
-        peers: PeerLinks | None = None,
+        peers: Peers | None = None,
         give_up_after: float = 86_400.0,
         max_backoff: float = 60.0,
     ) -> None:

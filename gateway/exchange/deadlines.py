@@ -10,7 +10,8 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.exchange.ports import AtRisk, Clock, NewEvent, Store
+from gateway.domain.clock import Clock
+from gateway.exchange.ports import AtRisk, NewEvent, Store
 
 log = logging.getLogger(__name__)
 VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")

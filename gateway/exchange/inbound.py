@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from gateway.adapters.network import NetworkAdapter
+from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.agencies import Registry
+from gateway.domain.clock import Clock
 from gateway.domain.edxml import Edoc, parse_xml, read_package
 from gateway.domain.transfer import Transfer
 from gateway.domain.vocabulary import Classification, Network, StatusCode
 from gateway.errors import ClientError, DeliveryError, Forbidden, GatewayError
 from gateway.exchange.intake import SENDER_SIGNATURE_AT
-from gateway.exchange.ports import Clock, NewDelivery, NewDocument, NewEvent, NewRoute, Store, Trust
+from gateway.exchange.ports import NewDelivery, NewDocument, NewEvent, NewRoute, Store
 
 XENC_DATA = "{http://www.w3.org/2001/04/xmlenc#}EncryptedData"
 

@@ -18,10 +18,12 @@ from datetime import datetime
 from cryptography import x509
 from lxml import etree
 
+from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.crypto.xmlenc import EncryptionRecipient, encrypt_element
 from gateway.domain.agencies import Registry, Resolution
+from gateway.domain.clock import Clock
 from gateway.domain.edxml import NS, Edoc, Status, parse_xml, read_package, validate_package
 from gateway.domain.vocabulary import Classification, Network, StatusCode
 from gateway.errors import (
@@ -35,16 +37,7 @@ from gateway.errors import (
     SignerNotTrusted,
 )
 from gateway.exchange.deadlines import due_at
-from gateway.exchange.ports import (
-    Clock,
-    DocumentRecord,
-    NewDelivery,
-    NewDocument,
-    NewEvent,
-    NewRoute,
-    Store,
-    Trust,
-)
+from gateway.exchange.ports import DocumentRecord, NewDelivery, NewDocument, NewEvent, NewRoute, Store
 
 SENDER_SIGNATURE_AT = f"./{{{NS}}}edXMLHeader/"
 

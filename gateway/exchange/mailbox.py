@@ -17,15 +17,16 @@ from typing import Any
 from cryptography import x509
 
 from gateway.adapters.network import NetworkAdapter
+from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.agencies import Registry
+from gateway.domain.clock import Clock
 from gateway.domain.edxml import Organ, Status, build_status, parse_xml, read_package
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, StatusCode
 from gateway.errors import ClientError, Forbidden, GatewayError, NotFound
 from gateway.exchange.intake import SENDER_SIGNATURE_AT, status_document
 from gateway.exchange.ports import (
-    Clock,
     DeliveryRecord,
     DocumentRecord,
     EventRecord,
@@ -33,7 +34,6 @@ from gateway.exchange.ports import (
     NewDocument,
     NewEvent,
     Store,
-    Trust,
 )
 
 STATUS_MEANING = {
@@ -97,10 +97,12 @@ class Mailbox:
         unclassified = doc.classification is Classification.NONE
         if doc.kind == "edoc" and mine.state is DeliveryState.DELIVERED and unclassified:
             receipt = self._arrival_receipt(doc, mine, sealed)
-        if await self._store.mark_fetched(doc_id, agency, now=now, receipt=receipt):
-            await self._store.add_events([_fetched_event(doc_id, mine, now, receipt is not None)])
-            if receipt is not None:
-                self._on_accepted()
+        # The fetch, its 01 receipt and its `fetched` record are one transaction: a crash between
+        # them must not leave a fetch the tamper-evident log does not show.
+        fetched = _fetched_event(doc_id, mine, now, receipt is not None)
+        first = await self._store.mark_fetched(doc_id, agency, now=now, receipt=receipt, events=[fetched])
+        if first and receipt is not None:
+            self._on_accepted()
         return sealed
 
     def _arrival_receipt(self, doc: DocumentRecord, delivery: DeliveryRecord, sealed: bytes) -> NewDocument:

@@ -1,7 +1,8 @@
-"""The ports the core receives through its constructors, and the records that cross them.
+"""The storage port the use cases receive through their constructors, and the records that cross it.
 
-Real implementations live in ``gateway.adapters``: ``sqlstore.SqlStore`` (SQLite
-or PostgreSQL), ``keystore.FileTrust`` (the PKI on disk), ``SystemClock`` below.
+``gateway.infra.sql.store.SqlStore`` implements ``Store`` on SQLite or PostgreSQL, and
+``gateway.exchange.memory.MemoryStore`` in memory; the trust port is
+``gateway.adapters.ports.Trust`` and the clock ``gateway.domain.clock.Clock``.
 Nothing in the core reaches for a global.
 """
 
@@ -9,45 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
-from cryptography import x509
-
-from gateway.crypto.pki import CertIdentity
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
-
-
-class Clock(Protocol):
-    def now(self) -> datetime:
-        """The current time, timezone-aware UTC."""
-        ...
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
-class Trust(Protocol):
-    """Decides who a certificate belongs to and whether it may act in a role now."""
-
-    def signer(self, cert: x509.Certificate, *, at: datetime) -> CertIdentity:
-        """An agency's document-signing certificate; raises ``SignerNotTrusted``."""
-        ...
-
-    def adapter(self, cert: x509.Certificate, *, network: Network, at: datetime) -> CertIdentity:
-        """The sealing certificate of ``network``'s adapter; raises ``DeliveryError``."""
-        ...
-
-    def client(self, cert_der: bytes, *, at: datetime) -> CertIdentity:
-        """A TLS client certificate; raises ``Unauthenticated``."""
-        ...
-
-    def encryption_certificate(self, code: str, *, at: datetime) -> x509.Certificate:
-        """Agency ``code``'s current encryption certificate; raises ``CryptoError``."""
-        ...
-
 
 # --- records ------------------------------------------------------------------------------------
 
@@ -184,6 +150,17 @@ class AtRisk:
     flagged: frozenset[str]  # deadline kinds already in the trace for this recipient
 
 
+class Peers(Protocol):
+    """The nodes of other networks that this node hands sealed transfers to."""
+
+    def knows(self, network: Network) -> bool: ...
+
+    async def send(self, network: Network, sealed: bytes) -> None:
+        """Hand over one sealed transfer; raises ``PeerUnavailable`` (try later) or
+        ``DeliveryError`` (the peer refused it)."""
+        ...
+
+
 class Store(Protocol):
     """Durable state of one gateway node. Every method is one transaction."""
 
@@ -229,9 +206,16 @@ class Store(Protocol):
     async def inbox(self, agency: str, *, include_fetched: bool, limit: int) -> list[InboxItem]: ...
 
     async def mark_fetched(
-        self, doc_id: str, agency: str, *, now: datetime, receipt: NewDocument | None
+        self,
+        doc_id: str,
+        agency: str,
+        *,
+        now: datetime,
+        receipt: NewDocument | None,
+        events: Sequence[NewEvent] = (),
     ) -> bool:
-        """First fetch: mark fetched and store the 01 receipt; later fetches change nothing."""
+        """First fetch: mark fetched, store the 01 receipt and record ``events``, all in one
+        transaction; later fetches change nothing and record nothing. Returns whether it was first."""
         ...
 
     async def statuses_for(self, doc_id: str) -> list[tuple[DocumentRecord, bytes]]: ...

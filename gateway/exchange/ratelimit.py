@@ -6,7 +6,7 @@ import math
 import threading
 from dataclasses import dataclass
 
-from gateway.exchange.ports import Clock
+from gateway.domain.clock import Clock
 
 
 @dataclass(frozen=True)

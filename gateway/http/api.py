@@ -14,7 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.adapters.ports import Trust
 from gateway.domain.agencies import Registry
+from gateway.domain.clock import Clock
 from gateway.domain.vocabulary import Classification, Network
 from gateway.errors import (
     BadRequest,
@@ -27,10 +29,10 @@ from gateway.errors import (
 from gateway.exchange.inbound import Crossing
 from gateway.exchange.intake import Accepted, Intake
 from gateway.exchange.mailbox import Mailbox
-from gateway.exchange.ports import Clock, EventRecord, InboxItem, Store, Trust
+from gateway.exchange.ports import EventRecord, InboxItem, Store
 from gateway.exchange.ratelimit import SubmissionLimiter, retry_after_header
-from gateway.runtime import logs
-from gateway.runtime.logs import clean_request_id
+from gateway.operators import logs
+from gateway.operators.logs import clean_request_id
 
 log = logging.getLogger("gateway.http.api")
 
@@ -47,7 +49,7 @@ def _error(status: int, code: str, message: str, request_id: str) -> web.Respons
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = clean_request_id(request.headers.get("X-Request-Id"))
     request[REQUEST_ID] = request_id
-    # Every log line and delivery-log record written for this request names it (gateway.runtime.logs).
+    # Every log line and delivery-log record written for this request names it (gateway.operators.logs).
     context = (logs.REQUEST_ID.set(request_id), logs.DOCUMENT.set(request.match_info.get("id")))
     try:
         response = await _handle(request, handler, request_id)

@@ -22,12 +22,13 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
+from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity, KeyType, Role, cert_pem, generate_key, key_pem, make_leaf
 from gateway.domain.agencies import AgencyCode
+from gateway.domain.clock import Clock
 from gateway.domain.vocabulary import Network
 from gateway.errors import ClientError, ConfigError, InvalidAgencyCode
 from gateway.exchange.deadlines import WARN_BEFORE, flag_kind
-from gateway.exchange.ports import Clock, Trust
 from gateway.infra.files.pki_dir import load_key_pair
 from gateway.operators import pages as html
 from gateway.operators.metrics import CertExpiry, EventFeed, Metrics, certificate_expiries

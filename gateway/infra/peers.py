@@ -16,14 +16,10 @@ import aiohttp
 
 from gateway.crypto.pki import Role
 from gateway.domain.vocabulary import Network
-from gateway.errors import DeliveryError, GatewayError
+from gateway.errors import DeliveryError, PeerUnavailable
 from gateway.infra.files.pki_dir import adapter_paths
 
 TRANSFER_PATH = "/v1/transfers"
-
-
-class PeerUnavailable(GatewayError):
-    """The peer node could not be reached or failed (5xx): try again later."""
 
 
 class PeerLinks:

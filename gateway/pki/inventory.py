@@ -24,9 +24,10 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from gateway.crypto.pki import CertificateRejected, Role, TrustAnchors
+from gateway.domain.clock import Clock
 from gateway.domain.vocabulary import Network
 from gateway.errors import BadRequest, ConfigError, NotFound
-from gateway.exchange.ports import Clock, EventRecord, NewEvent
+from gateway.exchange.ports import EventRecord, NewEvent
 
 log = logging.getLogger(__name__)
 

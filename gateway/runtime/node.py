@@ -19,18 +19,20 @@ from gateway.adapters.network import NetworkAdapter
 from gateway.audit.log import HeadSigner
 from gateway.crypto.pki import PrivateKey
 from gateway.domain.agencies import DEMO_AGENCIES, AgencyState, Registry, load_registry, write_registry
+from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.vocabulary import Network
 from gateway.errors import CryptoError, GatewayError
-from gateway.exchange.courier import Carrier, Courier, Outcome, ProcessCarrier, ThreadCarrier
+from gateway.exchange.courier import Carrier, Courier, Outcome
 from gateway.exchange.deadlines import DeadlineWatcher
 from gateway.exchange.inbound import Crossing
 from gateway.exchange.intake import Intake
 from gateway.exchange.mailbox import Mailbox
-from gateway.exchange.ports import Clock, RouteJob, SystemClock
+from gateway.exchange.ports import RouteJob
 from gateway.exchange.ratelimit import Limit, SubmissionLimiter
 from gateway.http.api import Api, make_app, server_tls_context
 from gateway.http.console import Console
 from gateway.infra.files.dev_ca import FOUND_BY, CertOffice
+from gateway.infra.files.keys import file_trust, load_seal_key
 from gateway.infra.files.pki_dir import (
     ADAPTER_ROLES,
     ensure_dev_pki,
@@ -43,11 +45,11 @@ from gateway.infra.peers import PeerLinks
 from gateway.infra.sql.notify import WorkListener, listener_dsn
 from gateway.infra.sql.reads import SqlOversight
 from gateway.infra.sql.store import SqlStore
+from gateway.operators.logs import EventLines
 from gateway.operators.metrics import EventFeed, Metrics
 from gateway.pki.inventory import DEFAULT_WARNING, CertificateWatch, Problem
-from gateway.pki.trust import FileTrust, load_seal_key
+from gateway.runtime.carriers import ProcessCarrier, ThreadCarrier
 from gateway.runtime.config import CONFIG_FILE, DEFAULT_CONFIG, Config, load_config
-from gateway.runtime.logs import EventLines
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ class Node:
         self.config = config
         self.clock = clock or SystemClock()
         self.registry: Registry = load_registry(config.registry)
-        self.trust = FileTrust.from_dir(config.certs, self.registry)
+        self.trust = file_trust(config.certs, self.registry)
         self.store = SqlStore(config.database_url, synchronous=config.sqlite_synchronous, writer=config.node)
         # A per-network node holds only its own adapter's keys; the embedded node holds all three.
         served = (config.network,) if config.network else tuple(Network)

@@ -35,7 +35,7 @@ from gateway.crypto.pki import (
     make_leaf,
 )
 from gateway.domain.agencies import AgencyCode, Registry
-from gateway.domain.vocabulary import Network
+from gateway.domain.vocabulary import Network, adapter_code
 from gateway.errors import BadRequest, ConfigError, CryptoError, NotFound
 from gateway.exchange.ports import NewEvent
 from gateway.infra.files.pki_dir import (
@@ -47,7 +47,6 @@ from gateway.infra.files.pki_dir import (
     SERVER_DNS,
     SERVER_IPS,
     SERVER_NETWORK,
-    adapter_code,
     adapter_paths,
     agency_paths,
     ca_paths,

@@ -47,7 +47,7 @@ from gateway.crypto.pki import (
     make_leaf,
     make_root_ca,
 )
-from gateway.domain.vocabulary import Network
+from gateway.domain.vocabulary import Network, adapter_code
 from gateway.errors import ConfigError, CryptoError
 from gateway.pki.inventory import Inventory
 
@@ -128,11 +128,6 @@ def next_paths(crt: Path, serial: str) -> tuple[Path, Path]:
     """Where a certificate issued ahead of the rotation of ``crt`` waits."""
     base = crt.parent / "next" / f"{crt.stem}-{serial}"
     return base.with_suffix(".crt"), base.with_suffix(".key")
-
-
-def adapter_code(network: Network) -> str:
-    """The CN of ``network``'s adapter certificates, e.g. ``ADAPTER.PARTY``."""
-    return f"ADAPTER.{network.value.upper()}"
 
 
 # --- loading ------------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, func, inspect, select, type_coerce, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, String, func, select, type_coerce
 
-from gateway.audit.log import GENESIS, AuditRecord, SignedHead, record_hash
+from gateway.audit.log import AuditRecord, SignedHead
 from gateway.domain.vocabulary import DeliveryState
 from gateway.exchange.ports import AtRisk, EventRecord
-from gateway.infra.sql.store import _DOC_COLUMNS, D, E, R, SqlStore, V, _delivery, _doc
+from gateway.infra.sql.rows import DOC_COLUMNS, D, E, R, V, delivery_record, document_record
+from gateway.infra.sql.store import SqlStore
 from gateway.infra.sql.tables import AuditHeadRow
 from gateway.operators.readmodel import (
     DocumentSummary,
@@ -38,44 +38,6 @@ _AT_TEXT = type_coerce(E.c.at, String).label("at_text")  # exactly the stored (h
 _RECENT_EVENTS = 50_000  # how far back the overview looks for recipients' failures
 # Delivery states that routes carry too (pending; failed and quarantined routes fail their deliveries).
 _ROUTE_STATES = {"pending", "failed", "quarantined"}
-
-
-def upgrade_schema(engine: Engine) -> None:
-    """Bring a database made before the audit log up to date: add the chain's columns and the
-    search indexes, and chain the events already there (once; they were not protected before)."""
-    have = {c["name"] for c in inspect(engine).get_columns("events")}
-    for name in ("request_id", "prev_hash", "hash"):
-        if name in have:
-            continue
-        try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"ALTER TABLE events ADD COLUMN {name} VARCHAR(64)")
-        except SQLAlchemyError:
-            # Another process opening the same database added it first.
-            if name not in {c["name"] for c in inspect(engine).get_columns("events")}:
-                raise
-    with engine.begin() as conn:
-        for index in (*D.indexes, *V.indexes):
-            index.create(conn, checkfirst=True)
-        _chain_unhashed(conn)
-
-
-def _chain_unhashed(conn: Connection) -> None:
-    first = conn.execute(select(func.min(E.c.seq)).where(E.c.hash.is_(None))).scalar()
-    if first is None:
-        return
-    before = conn.execute(
-        select(E.c.hash).where(E.c.seq < first).order_by(E.c.seq.desc()).limit(1)
-    ).scalar_one_or_none()
-    prev = before or GENESIS
-    rows = conn.execute(select(E, _AT_TEXT).where(E.c.seq >= first).order_by(E.c.seq)).all()
-    for r in rows:
-        digest = record_hash(
-            r.kind, r.at_text, r.document, r.recipient, r.network, r.request_id, r.detail, prev
-        )
-        conn.execute(update(E).where(E.c.seq == r.seq).values(prev_hash=prev, hash=digest))
-        prev = digest
-    log.warning("chained %d events written before the audit log existed", len(rows))
 
 
 def _audit_record(r: Any) -> AuditRecord:
@@ -163,13 +125,13 @@ class SqlOversight:
 
     async def trace_parts(self, doc_id: str) -> TraceParts | None:
         def op(conn: Connection) -> TraceParts | None:
-            row = conn.execute(select(*_DOC_COLUMNS).where(D.c.id == doc_id)).first()
+            row = conn.execute(select(*DOC_COLUMNS).where(D.c.id == doc_id)).first()
             if row is None:
                 return None
             deliveries = conn.execute(select(V).where(V.c.document == doc_id).order_by(V.c.id))
             events = conn.execute(select(E).where(E.c.document == doc_id).order_by(E.c.at, E.c.seq))
             statuses = conn.execute(
-                select(*_DOC_COLUMNS)
+                select(*DOC_COLUMNS)
                 .where(D.c.response_for == doc_id, D.c.kind == "status")
                 .order_by(D.c.accepted_at, D.c.id)
             )
@@ -179,10 +141,10 @@ class SqlOversight:
                 .order_by(R.c.id)
             )
             return TraceParts(
-                document=_doc(row),
-                deliveries=[_delivery(d) for d in deliveries],
+                document=document_record(row),
+                deliveries=[delivery_record(d) for d in deliveries],
                 events=[_event(e) for e in events],
-                statuses=[_doc(s) for s in statuses],
+                statuses=[document_record(s) for s in statuses],
                 routes=[RouteState(r.network, r.state, r.attempts, r.last_error, r.done_at) for r in routes],
             )
 
@@ -197,8 +159,8 @@ class SqlOversight:
             by_doc: dict[str, list[Any]] = {i: [] for i in ids}
             if ids:
                 for d in conn.execute(select(V).where(V.c.document.in_(ids)).order_by(V.c.id)):
-                    by_doc[d.document].append(_delivery(d))
-            return [DocumentSummary(_doc(r), tuple(by_doc[r.id])) for r in rows]
+                    by_doc[d.document].append(delivery_record(d))
+            return [DocumentSummary(document_record(r), tuple(by_doc[r.id])) for r in rows]
 
         return await self._store.read_with(op)
 
@@ -315,13 +277,13 @@ def _find(conn: Connection, s: Search) -> list[Any]:
         return query.order_by(id_column.desc()).limit(s.limit)
 
     if s.id is not None:
-        return list(conn.execute(select(*_DOC_COLUMNS).where(D.c.id == s.id)).all())
+        return list(conn.execute(select(*DOC_COLUMNS).where(D.c.id == s.id)).all())
     states = sorted(_with_quarantine(s.states))
     any_state = (
         select(V.c.id).where(V.c.document == D.c.id, V.c.state.in_(states)).exists() if states else None
     )
     if s.agency is None:
-        query = select(*_DOC_COLUMNS)
+        query = select(*DOC_COLUMNS)
         if states and set(states) <= _ROUTE_STATES:
             # Few documents wait or failed: start from the routes' state index, not every document.
             query = query.where(D.c.id.in_(select(R.c.document).where(R.c.state.in_(states))))
@@ -330,12 +292,12 @@ def _find(conn: Connection, s: Search) -> list[Any]:
         if s.since is not None and s.document_id is None:
             return _in_window(conn, query, s)
         return list(conn.execute(common(query, D.c.id)).all())
-    sent = common(select(*_DOC_COLUMNS).where(D.c.sender == s.agency), D.c.id)
+    sent = common(select(*DOC_COLUMNS).where(D.c.sender == s.agency), D.c.id)
     if any_state is not None:
         sent = sent.where(any_state)
     # Ordered by the delivery's own document column, so that (recipient, document) serves the order.
     received = common(
-        select(*_DOC_COLUMNS).join(V, V.c.document == D.c.id).where(V.c.recipient == s.agency),
+        select(*DOC_COLUMNS).join(V, V.c.document == D.c.id).where(V.c.recipient == s.agency),
         V.c.document,
     )
     if states:

@@ -13,19 +13,17 @@ import asyncio
 import contextvars
 import json
 import logging
-import os
 import secrets
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, create_engine, event, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from gateway.audit.log import GENESIS, record_hash, utc_text
-from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
+from gateway.domain.vocabulary import DeliveryState, Network, Priority
 from gateway.errors import ClientError, DocumentConflict, StoreError
 from gateway.exchange.ports import (
     AtRisk,
@@ -39,83 +37,13 @@ from gateway.exchange.ports import (
     RouteJob,
 )
 from gateway.infra.sql import schema
+from gateway.infra.sql.engine import make_engine
 from gateway.infra.sql.notify import notify_work
-from gateway.infra.sql.tables import DeliveryRow, DocumentRow, EventRow, RouteRow
-from gateway.runtime.logs import current_request_id
+from gateway.infra.sql.rows import DOC_COLUMNS, D, E, R, V, delivery_record, document_record
+from gateway.operators.logs import current_request_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-D = DocumentRow.__table__  # type: ignore[attr-defined]
-R = RouteRow.__table__  # type: ignore[attr-defined]
-V = DeliveryRow.__table__  # type: ignore[attr-defined]
-E = EventRow.__table__  # type: ignore[attr-defined]
-
-_DOC_COLUMNS = [c for c in D.c if c.name != "package"]
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
-def make_engine(url: str, synchronous: str = "FULL") -> Engine:
-    if url.startswith("sqlite"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:" and not os.path.exists(path):
-            # Owner-only from the start: the file holds every package; SQLite gives -wal/-shm the same mode.
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        engine = create_engine(url, connect_args={"check_same_thread": False, "isolation_level": None})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={synchronous}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=10000")
-            cur.close()
-
-        # pysqlite's own transaction handling breaks SAVEPOINT; take BEGIN into our hands.
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    return create_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
-
-
-def _doc(row: Any) -> DocumentRecord:
-    return DocumentRecord(
-        id=row.id,
-        kind=row.kind,
-        sender=row.sender,
-        sender_network=Network(row.sender_network),
-        document_id=row.document_id,
-        response_for=row.response_for,
-        status_code=row.status_code,
-        signed_digest=row.signed_digest,
-        signer=row.signer,
-        subject=row.subject,
-        priority=Priority(row.priority),
-        classification=Classification(row.classification),
-        size=row.size,
-        accepted_at=row.accepted_at,
-        due_at=row.due_at,
-    )
-
-
-def _delivery(row: Any) -> DeliveryRecord:
-    return DeliveryRecord(
-        document=row.document,
-        recipient=row.recipient,
-        addressed=row.addressed,
-        chain=tuple(row.chain.split(">")) if row.chain else (),
-        network=Network(row.network),
-        state=DeliveryState(row.state),
-        delivered_at=row.delivered_at,
-        fetched_at=row.fetched_at,
-    )
-
-
 _CHAIN_LOCK = 0x65645843  # the delivery log's advisory lock key on PostgreSQL ('edXC')
 
 
@@ -192,10 +120,6 @@ class SqlStore:
         try:
             self._engine = make_engine(url, synchronous)
             schema.upgrade(self._engine)  # migrations, not create_all: one history for every database
-            # Imported here: oversight_sql builds on this module. Chains events of older databases.
-            from gateway.infra.sql.reads import upgrade_schema
-
-            upgrade_schema(self._engine)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the database {url}: {exc.__class__.__name__}") from exc
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
@@ -360,7 +284,7 @@ class SqlStore:
             return [
                 RouteJob(
                     route_id=row.route_id,
-                    document=_doc(row),
+                    document=document_record(row),
                     target=Network(row.target),
                     recipients=tuple(recipients[row.route_id]),
                     package=row.package,
@@ -517,7 +441,13 @@ class SqlStore:
         return await self._write(op)
 
     async def mark_fetched(
-        self, doc_id: str, agency: str, *, now: datetime, receipt: NewDocument | None
+        self,
+        doc_id: str,
+        agency: str,
+        *,
+        now: datetime,
+        receipt: NewDocument | None,
+        events: Sequence[NewEvent] = (),
     ) -> bool:
         def op(conn: Connection) -> bool:
             moved = conn.execute(
@@ -533,6 +463,7 @@ class SqlStore:
                 return False
             if receipt is not None:
                 _insert_document(conn, receipt)
+            _append_events(conn, events)
             return True
 
         return await self._write(op)
@@ -555,8 +486,8 @@ class SqlStore:
 
     async def document(self, doc_id: str) -> DocumentRecord | None:
         def op(conn: Connection) -> DocumentRecord | None:
-            row = conn.execute(select(*_DOC_COLUMNS).where(D.c.id == doc_id)).first()
-            return _doc(row) if row is not None else None
+            row = conn.execute(select(*DOC_COLUMNS).where(D.c.id == doc_id)).first()
+            return document_record(row) if row is not None else None
 
         return await self._read(op)
 
@@ -568,7 +499,7 @@ class SqlStore:
     async def deliveries(self, doc_id: str) -> list[DeliveryRecord]:
         def op(conn: Connection) -> list[DeliveryRecord]:
             rows = conn.execute(select(V).where(V.c.document == doc_id).order_by(V.c.id))
-            return [_delivery(r) for r in rows]
+            return [delivery_record(r) for r in rows]
 
         return await self._read(op)
 
@@ -586,13 +517,13 @@ class SqlStore:
 
         def op(conn: Connection) -> list[InboxItem]:
             rows = conn.execute(
-                select(V, *_DOC_COLUMNS)
+                select(V, *DOC_COLUMNS)
                 .join(D, D.c.id == V.c.document)
                 .where(and_(V.c.recipient == agency, V.c.state.in_(states)))
                 .order_by(V.c.priority.desc(), V.c.document)
                 .limit(limit)
             ).all()
-            return [InboxItem(_doc(_DocView(r)), _delivery(r)) for r in rows]
+            return [InboxItem(document_record(_DocView(r)), delivery_record(r)) for r in rows]
 
         return await self._read(op)
 
@@ -603,7 +534,7 @@ class SqlStore:
                 .where(D.c.response_for == doc_id, D.c.kind == "status")
                 .order_by(D.c.accepted_at, D.c.id)
             )
-            return [(_doc(r), r.package) for r in rows]
+            return [(document_record(r), r.package) for r in rows]
 
         return await self._read(op)
 

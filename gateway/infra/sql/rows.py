@@ -1,0 +1,49 @@
+"""The tables as the store's queries name them, and rows turned into the port's records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
+from gateway.exchange.ports import DeliveryRecord, DocumentRecord
+from gateway.infra.sql.tables import DeliveryRow, DocumentRow, EventRow, RouteRow
+
+D = DocumentRow.__table__  # type: ignore[attr-defined]
+R = RouteRow.__table__  # type: ignore[attr-defined]
+V = DeliveryRow.__table__  # type: ignore[attr-defined]
+E = EventRow.__table__  # type: ignore[attr-defined]
+
+DOC_COLUMNS = [c for c in D.c if c.name != "package"]
+
+
+def document_record(row: Any) -> DocumentRecord:
+    return DocumentRecord(
+        id=row.id,
+        kind=row.kind,
+        sender=row.sender,
+        sender_network=Network(row.sender_network),
+        document_id=row.document_id,
+        response_for=row.response_for,
+        status_code=row.status_code,
+        signed_digest=row.signed_digest,
+        signer=row.signer,
+        subject=row.subject,
+        priority=Priority(row.priority),
+        classification=Classification(row.classification),
+        size=row.size,
+        accepted_at=row.accepted_at,
+        due_at=row.due_at,
+    )
+
+
+def delivery_record(row: Any) -> DeliveryRecord:
+    return DeliveryRecord(
+        document=row.document,
+        recipient=row.recipient,
+        addressed=row.addressed,
+        chain=tuple(row.chain.split(">")) if row.chain else (),
+        network=Network(row.network),
+        state=DeliveryState(row.state),
+        delivered_at=row.delivered_at,
+        fetched_at=row.fetched_at,
+    )
