@@ -16,28 +16,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from gateway.crypto.pki import (
-    CertificateRejected,
-    KeyType,
-    PrivateKey,
-    Role,
-    TrustAnchors,
-    fingerprint,
-    generate_key,
-    make_intermediate_ca,
-    make_leaf,
-    make_root_ca,
-)
+from gateway.crypto.issuing import generate_key, make_intermediate_ca, make_leaf, make_root_ca
+from gateway.crypto.pki import KeyType, PrivateKey, Role, TrustAnchors, fingerprint
 from gateway.domain.vocabulary import Network
-from gateway.errors import ConfigError, CryptoError
+from gateway.errors import CertificateRejected, ConfigError, CryptoError
 from gateway.infra.files.pki_dir import (
     adapter_paths,
     agency_paths,
-    ensure_dev_pki,
     load_key_pair,
     load_trust_anchors,
     server_paths,
 )
+from gateway.infra.files.pki_init import ensure_dev_pki
 
 NOW = datetime.now(UTC)
 AGENCIES = [

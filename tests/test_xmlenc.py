@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from lxml import etree
 
 import gateway.crypto.xmlenc as xmlenc
-from gateway.crypto import pki
-from gateway.crypto.pki import KeyType, PrivateKey, Role, generate_key
+from gateway.crypto import issuing, pki
+from gateway.crypto.issuing import generate_key
+from gateway.crypto.pki import KeyType, PrivateKey, Role
 from gateway.crypto.xmldsig import sign_enveloped, verify_enveloped
 from gateway.crypto.xmlenc import (
     AES256_GCM,
@@ -39,19 +40,21 @@ from gateway.crypto.xmlenc import (
     TYPE_ELEMENT,
     XENC,
     XENC11,
-    AlgorithmRefused,
-    DecryptionFailed,
-    EncryptionFailed,
     EncryptionRecipient,
-    MalformedEncryptedData,
-    NotARecipient,
     content_digest,
     decrypt_element,
     encrypt_element,
 )
 from gateway.domain.edxml import parse_xml
 from gateway.domain.vocabulary import Network
-from gateway.errors import ForbiddenXmlConstruct
+from gateway.errors import (
+    AlgorithmRefused,
+    DecryptionFailed,
+    EncryptionFailed,
+    ForbiddenXmlConstruct,
+    MalformedEncryptedData,
+    NotARecipient,
+)
 
 SECRET = "Tuyệt mật: phương án bố trí nhân sự Ủy ban nhân dân tỉnh Nghệ An"
 TAG_MESSAGE = "ciphertext or its tag was altered"
@@ -83,7 +86,7 @@ class Pki:
 
     def leaf(self, kind: KeyType, code: str, role: Role = Role.ENCRYPT) -> Agency:
         key = generate_key(kind)
-        cert = pki.make_leaf(
+        cert = issuing.make_leaf(
             key.public_key(),
             code=code,
             name=f"Cơ quan {code}",
@@ -101,9 +104,9 @@ class Pki:
 def dev_pki() -> Pki:
     now = datetime.now(UTC)
     root_key = generate_key(KeyType.P256)
-    root = pki.make_root_ca(root_key, "Dev Root CA", now, 365)
+    root = issuing.make_root_ca(root_key, "Dev Root CA", now, 365)
     ca_key = generate_key(KeyType.P256)
-    ca = pki.make_intermediate_ca(ca_key, Network.GOVERNMENT, root, root_key, now, 180)
+    ca = issuing.make_intermediate_ca(ca_key, Network.GOVERNMENT, root, root_key, now, 180)
     return Pki(ca_key, ca)
 
 

@@ -20,7 +20,7 @@ from gateway.domain import transfer as tr
 from gateway.domain.clock import Clock
 from gateway.domain.edxml import parse_xml, validate_transfer
 from gateway.domain.vocabulary import Network
-from gateway.errors import ClientError, DeliveryError
+from gateway.errors import ClientError, DeliveryError, SignatureInvalid
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class NetworkAdapter:
 
         try:
             verified, _ = verify_enveloped(root, location="./", check_certificate=check)
-        except ClientError as exc:
+        except (ClientError, SignatureInvalid) as exc:  # the adapter's certificate, or its seal
             raise DeliveryError(f"seal of the {sealed_by} adapter does not verify: {exc.message}") from exc
         transfer = tr.read(verified.signed)
         if transfer.hops and transfer.hops[-1].network is not sealed_by:

@@ -20,12 +20,20 @@ from lxml import etree
 from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity, PrivateKey, Role
 from gateway.crypto.xmldsig import sign_enveloped, verify_enveloped
-from gateway.crypto.xmlenc import XENC, NotARecipient, decrypt_element
+from gateway.crypto.xmlenc import XENC, decrypt_element
 from gateway.domain.edxml import DS, Edoc, Organ, Status, build_status, parse_xml, q, read_package
 from gateway.domain.transfer import Transfer, package_digest_of
 from gateway.domain.transfer import read as read_transfer
 from gateway.domain.vocabulary import Network, StatusCode
-from gateway.errors import BadRequest, ConfigError, CryptoError, SignerNotTrusted
+from gateway.errors import (
+    BadRequest,
+    ConfigError,
+    CryptoError,
+    NotARecipient,
+    SignatureInvalid,
+    SignatureRejected,
+    SignerNotTrusted,
+)
 from gateway.exchange.intake import SENDER_SIGNATURE_AT
 from gateway.infra.files.pki_dir import agency_paths, load_key_pair
 
@@ -97,7 +105,10 @@ def open_delivery(
     def seal_check(cert: x509.Certificate) -> CertIdentity:
         return trust.adapter(cert, network=network, at=at)
 
-    verified, _ = verify_enveloped(parse_xml(sealed), location="./", check_certificate=seal_check)
+    try:
+        verified, _ = verify_enveloped(parse_xml(sealed), location="./", check_certificate=seal_check)
+    except SignatureInvalid as exc:
+        raise SignatureRejected.from_crypto(exc) from exc
     transfer = read_transfer(verified.signed)
     package = transfer.package
     carried = parse_xml(package)
@@ -115,9 +126,12 @@ def open_delivery(
             return trust.adapter(cert, network=transfer.routing.source, at=at)
 
     check = sender_check if transfer.routing.kind == "edoc" else adapter_or_sender
-    inner, signer = verify_enveloped(
-        parse_xml(package), location=SENDER_SIGNATURE_AT, check_certificate=check
-    )
+    try:
+        inner, signer = verify_enveloped(
+            parse_xml(package), location=SENDER_SIGNATURE_AT, check_certificate=check
+        )
+    except SignatureInvalid as exc:
+        raise SignatureRejected.from_crypto(exc) from exc
     content = read_package(inner.signed)
     if package_digest_of(inner.signed_data) != transfer.routing.package_digest:
         raise CryptoError("the package is not the one the gateway accepted (digest differs from the routing)")

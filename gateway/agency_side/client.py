@@ -14,16 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.domain.vocabulary import Classification
-from gateway.errors import GatewayError
-
-
-class RemoteError(GatewayError):
-    """The gateway answered with an error; carries its status and stable code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{message} (HTTP {status} {code})")
-        self.status = status
-        self.code = code
+from gateway.errors import GatewayError, RemoteError
 
 
 @dataclass(frozen=True)

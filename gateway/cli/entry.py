@@ -15,14 +15,10 @@ from typing import NoReturn
 from gateway.cli import certs_args as certs_cli
 from gateway.cli import operators_args as oversight_cli
 from gateway.domain.vocabulary import Network
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UsageError
 from gateway.runtime.config import database_url, load_config, resolve_home
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
-
-
-class UsageError(GatewayError):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,19 +1,22 @@
-"""The dev PKI in memory: keys, certificate builders, and the trust decision for a leaf.
+"""The dev PKI in memory: its vocabulary (roles, key types, encodings) and the trust decision for a leaf.
 
 One root CA, one intermediate CA per network (path length 0), and end-entity
 certificates with exactly one role each (``tls``, ``sign`` or ``encrypt``).
 Pure: no files, no network, no clock; the caller passes ``now`` / ``at``.
+
+Making keys and certificates lives in :mod:`gateway.crypto.issuing`: only the dev CA
+issues, while every node, agency and verifier decides trust, and each side can then
+be read (and changed) without the other.
 """
 
 from __future__ import annotations
 
 import enum
-import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -22,10 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.domain.vocabulary import Network
-from gateway.errors import CryptoError
+from gateway.errors import CertificateRejected, CryptoError
 
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+_E = TypeVar("_E", bound=x509.ExtensionType)
 
 # id-kp-documentSigning (RFC 9336); cryptography has no constant for it.
 DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
@@ -38,14 +42,8 @@ ALLOWED_SIGNATURE_HASHES: tuple[type[hashes.HashAlgorithm], ...] = (
     hashes.SHA512,
 )
 
-_TLS_EKUS = frozenset({ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH})
-
-# Backdate notBefore so a peer whose clock lags a little still accepts a fresh certificate.
-_BACKDATE = timedelta(minutes=5)
-
-
-class CertificateRejected(CryptoError):
-    """A certificate is not trusted for the asked role at the asked time; the message says why."""
+# What a TLS certificate of this PKI carries, for both ends of a mutually authenticated connection.
+TLS_EKUS = frozenset({ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH})
 
 
 class KeyType(enum.StrEnum):
@@ -63,210 +61,6 @@ class Role(enum.StrEnum):
     SIGN = "sign"  # document signing (non-repudiation)
     ENCRYPT = "encrypt"  # key transport (RSA) or key agreement (EC) for encryption
     CA = "ca"
-
-
-def generate_key(kind: KeyType) -> PrivateKey:
-    """A fresh private key of ``kind`` (RSA with e=65537, or EC on P-256)."""
-    if kind is KeyType.P256:
-        return ec.generate_private_key(ec.SECP256R1())
-    bits = 2048 if kind is KeyType.RSA2048 else 3072
-    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
-
-
-# --- builders -----------------------------------------------------------------------------------
-
-
-def _window(now: datetime, days: int, issuer: x509.Certificate | None) -> tuple[datetime, datetime]:
-    _require_aware(now, "now")
-    if days <= 0:
-        raise ValueError(f"days must be positive, not {days}")
-    start = now.replace(microsecond=0) - _BACKDATE
-    end = now.replace(microsecond=0) + timedelta(days=days)
-    if issuer is not None:
-        # A certificate must not outlive (or predate) its issuer, or the chain breaks at the edges.
-        start = max(start, issuer.not_valid_before_utc)
-        end = min(end, issuer.not_valid_after_utc)
-        if start >= end:
-            raise CryptoError(f"issuer {issuer.subject.rfc4514_string()} is not valid at {_when(now)}")
-    return start, end
-
-
-def _ski(public: PublicKey) -> x509.SubjectKeyIdentifier:
-    return x509.SubjectKeyIdentifier.from_public_key(public)
-
-
-def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    try:
-        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(_public(issuer))
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-
-
-def _public(cert: x509.Certificate) -> PublicKey:
-    key = cert.public_key()
-    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        raise CryptoError(
-            f"certificate {_short(fingerprint(cert))}: unsupported key type {type(key).__name__}"
-        )
-    return key
-
-
-def _ca_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def make_root_ca(key: PrivateKey, name: str, now: datetime, days: int) -> x509.Certificate:
-    """A self-signed root CA certificate with subject ``CN=name``."""
-    start, end = _window(now, days, None)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(_ca_usage(), critical=True)
-        .add_extension(_ski(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-
-
-def make_intermediate_ca(
-    key: PrivateKey,
-    network: Network,
-    root_cert: x509.Certificate,
-    root_key: PrivateKey,
-    now: datetime,
-    days: int,
-) -> x509.Certificate:
-    """The intermediate CA of ``network`` (``CN=Dev <network> CA, OU=<network>``), path length 0."""
-    start, end = _window(now, days, root_cert)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, f"Dev {network.value} CA"),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, network.value),
-        ]
-    )
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(root_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_ca_usage(), critical=True)
-        .add_extension(_ski(key.public_key()), critical=False)
-        .add_extension(_aki(root_cert), critical=False)
-        .sign(root_key, hashes.SHA256())
-    )
-
-
-def _leaf_usage(role: Role, public: PublicKey) -> tuple[x509.KeyUsage, x509.ExtendedKeyUsage | None]:
-    is_rsa = isinstance(public, rsa.RSAPublicKey)
-    flags = dict.fromkeys(
-        (
-            "digital_signature",
-            "content_commitment",
-            "key_encipherment",
-            "data_encipherment",
-            "key_agreement",
-            "key_cert_sign",
-            "crl_sign",
-            "encipher_only",
-            "decipher_only",
-        ),
-        False,
-    )
-    eku: x509.ExtendedKeyUsage | None = None
-    if role is Role.TLS:
-        flags["digital_signature"] = True
-        flags["key_encipherment"] = is_rsa  # RSA key exchange in old TLS suites; meaningless for EC
-        eku = x509.ExtendedKeyUsage(sorted(_TLS_EKUS, key=lambda oid: oid.dotted_string))
-    elif role is Role.SIGN:
-        flags["digital_signature"] = True
-        flags["content_commitment"] = True
-        eku = x509.ExtendedKeyUsage([DOCUMENT_SIGNING])
-    elif role is Role.ENCRYPT:
-        if is_rsa:
-            flags["key_encipherment"] = True
-            flags["data_encipherment"] = True
-        else:
-            flags["key_agreement"] = True
-    else:
-        raise ValueError(f"make_leaf issues end-entity certificates; role {role.value!r} is not one")
-    return x509.KeyUsage(**flags), eku
-
-
-def make_leaf(
-    key_public: PublicKey,
-    *,
-    code: str,
-    name: str,
-    network: Network,
-    role: Role,
-    issuer_cert: x509.Certificate,
-    issuer_key: PrivateKey,
-    now: datetime,
-    days: int,
-    dns_names: Iterable[str] = (),
-    ip_addresses: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
-) -> x509.Certificate:
-    """An end-entity certificate ``CN=code, O=name, OU=role`` issued by ``issuer_cert``.
-
-    ``network`` must be the network of ``issuer_cert`` (its OU); the certificate itself
-    does not name it, verifiers derive it from the issuer.
-    """
-    if _ou(issuer_cert.subject) != network.value:
-        raise ValueError(
-            f"issuer {issuer_cert.subject.rfc4514_string()} is not the {network.value} network CA"
-        )
-    if not code:
-        raise ValueError("a certificate needs a non-empty code")
-    usage, eku = _leaf_usage(role, key_public)
-    start, end = _window(now, days, issuer_cert)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, code),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role.value),
-        ]
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_cert.subject)
-        .public_key(key_public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(_ski(key_public), critical=False)
-        .add_extension(_aki(issuer_cert), critical=False)
-    )
-    if eku is not None:
-        builder = builder.add_extension(eku, critical=False)
-    alt: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-    alt += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-    if alt:
-        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 # --- encodings ----------------------------------------------------------------------------------
@@ -339,9 +133,9 @@ class TrustAnchors:
         for network, cert in intermediates.items():
             label = f"{network.value} network CA"
             _check_ca(cert, issuer=root, label=label, path_length=0)
-            if _ou(cert.subject) != network.value:
+            if unit_of(cert.subject) != network.value:
                 raise CryptoError(
-                    f"the {label} certificate has OU {_ou(cert.subject)!r}, not {network.value!r}"
+                    f"the {label} certificate has OU {unit_of(cert.subject)!r}, not {network.value!r}"
                 )
             if cert.subject in by_subject or cert.subject == root.subject:
                 raise CryptoError(f"the {label} certificate's subject is not unique")
@@ -384,7 +178,7 @@ class TrustAnchors:
         """
         if role is Role.CA:
             raise ValueError("verify() checks end-entity certificates; role 'ca' is not one")
-        _require_aware(at, "at")
+        require_aware(at, "at")
         fp = fingerprint(cert)
         who = f"certificate {_short(fp)}"
         ca = self._by_subject.get(cert.issuer)
@@ -430,12 +224,14 @@ def _when(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _require_aware(t: datetime, what: str) -> None:
+def require_aware(t: datetime, what: str) -> None:
+    """Refuse a naive datetime (a bug: every time in the PKI is aware); ``what`` names it."""
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValueError(f"{what} must be a timezone-aware datetime")
 
 
-def _ou(name: x509.Name) -> str | None:
+def unit_of(name: x509.Name) -> str | None:
+    """The one OU of ``name`` (a network CA's network, a leaf's role), or None if not exactly one."""
     values = name.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     return str(values[0].value) if len(values) == 1 else None
 
@@ -449,10 +245,7 @@ def _check_ca(
     except (ValueError, TypeError, InvalidSignature) as exc:
         by = "itself" if issuer is cert else "the root CA"
         raise CryptoError(f"the {label} certificate is not signed by {by}") from exc
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        bc = None
+    bc = _extension(cert, x509.BasicConstraints, f"the {label} certificate", CryptoError)
     if bc is None or not bc.ca:
         raise CryptoError(f"the {label} certificate is not a CA certificate")
     if path_length is not None and bc.path_length != path_length:
@@ -460,6 +253,18 @@ def _check_ca(
             f"the {label} certificate must have path length {path_length}, not {bc.path_length}"
         )
     _check_key(cert, f"the {label} certificate", error=CryptoError)
+
+
+def _extension(
+    cert: x509.Certificate, kind: type[_E], who: str, error: type[CryptoError] = CertificateRejected
+) -> _E | None:
+    """The extension ``kind`` of ``cert``, or None; one that cannot be read refuses the certificate."""
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+    except (ValueError, x509.DuplicateExtension) as exc:  # cryptography parses extensions on first use
+        raise error(f"{who}: its extensions cannot be read ({exc})") from exc
 
 
 def _check_signature_hash(cert: x509.Certificate, who: str) -> None:
@@ -498,10 +303,9 @@ def _check_key(
 
 
 def _check_end_entity(cert: x509.Certificate, who: str) -> None:
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound as exc:
-        raise CertificateRejected(f"{who}: has no basic constraints extension") from exc
+    bc = _extension(cert, x509.BasicConstraints, who)
+    if bc is None:
+        raise CertificateRejected(f"{who}: has no basic constraints extension")
     if bc.ca:
         raise CertificateRejected(f"{who}: is a CA certificate, not an end-entity one")
 
@@ -521,17 +325,13 @@ def _subject(cert: x509.Certificate, who: str) -> tuple[str, str, str]:
 
 
 def _check_usage(cert: x509.Certificate, who: str, role: Role, public: PublicKey) -> None:
-    try:
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound as exc:
-        raise CertificateRejected(f"{who}: has no key usage extension") from exc
-    try:
-        ekus = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    except x509.ExtensionNotFound:
-        ekus = set()
+    ku = _extension(cert, x509.KeyUsage, who)
+    if ku is None:
+        raise CertificateRejected(f"{who}: has no key usage extension")
+    ekus = set(_extension(cert, x509.ExtendedKeyUsage, who) or ())
     ok: bool
     if role is Role.TLS:
-        ok = ku.digital_signature and _TLS_EKUS.issubset(ekus)
+        ok = ku.digital_signature and TLS_EKUS.issubset(ekus)
     elif role is Role.SIGN:
         ok = ku.digital_signature and ku.content_commitment and DOCUMENT_SIGNING in ekus
     else:

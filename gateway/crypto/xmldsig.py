@@ -7,6 +7,10 @@ role, agency, revocation); this module only does XML and maths.
 Wrapping defence: the signature must sit at one pinned place, reference the
 whole document (``URI=""``, enveloped), and callers act only on
 ``Verified.signed`` — the tree the verifier rebuilt from the signed bytes.
+
+Refusals are ``SignatureInvalid`` (``SignatureAlgorithmRefused`` for an algorithm
+outside the policy), never an HTTP error: the caller decides what a refusal means
+to its own caller (``SignatureRejected.from_crypto`` for a client, or a ``DeliveryError``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, 
 from signxml.signer import XMLSigner
 from signxml.verifier import SignatureConfiguration, VerifyResult, XMLVerifier
 
-from gateway.errors import SignatureRejected, WeakAlgorithm
+from gateway.errors import CryptoError, SignatureAlgorithmRefused, SignatureInvalid
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 _NS = {"ds": DS}
@@ -53,7 +57,8 @@ class Verified:
 def sign_enveloped(root: etree._Element, key: SigningKey, chain: list[x509.Certificate]) -> etree._Element:
     """Sign ``root`` as a whole (URI="", enveloped) at its ``ds:Signature Id="placeholder"``.
 
-    Returns the signed root. ``chain`` is the signer's certificate first.
+    Returns the signed root. ``chain`` is the signer's certificate first. Raises
+    :class:`CryptoError` when signxml refuses the input (two placeholders, say).
     """
     method = (
         SignatureMethod.ECDSA_SHA256
@@ -65,7 +70,10 @@ def sign_enveloped(root: etree._Element, key: SigningKey, chain: list[x509.Certi
         digest_algorithm=DigestAlgorithm.SHA256,
         c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
     )
-    signed: etree._Element = signer.sign(root, key=key, cert=chain[:1])
+    try:
+        signed: etree._Element = signer.sign(root, key=key, cert=chain[:1])
+    except InvalidInput as exc:
+        raise CryptoError(f"cannot sign the document: {exc}") from exc
     return signed
 
 
@@ -82,9 +90,9 @@ def _policy(location: str) -> SignatureConfiguration:
 def _signature_at(root: etree._Element, location: str) -> etree._Element:
     found = root.findall(f"{location}ds:Signature", _NS)
     if not found:
-        raise SignatureRejected("the package is not signed (no ds:Signature where one is required)")
+        raise SignatureInvalid("the package is not signed (no ds:Signature where one is required)")
     if len(found) > 1:
-        raise SignatureRejected("more than one ds:Signature where exactly one is allowed")
+        raise SignatureInvalid("more than one ds:Signature where exactly one is allowed")
     return found[0]
 
 
@@ -92,14 +100,16 @@ def _refuse_weak(signature: etree._Element) -> None:
     for node in signature.iterfind(".//ds:SignatureMethod", _NS):
         uri = node.get("Algorithm", "")
         if uri not in {m.value for m in ALLOWED_SIGNATURE_METHODS}:
-            raise WeakAlgorithm(f"signature algorithm {uri} is not accepted; use RSA-SHA256 or ECDSA-SHA256")
+            raise SignatureAlgorithmRefused(
+                f"signature algorithm {uri} is not accepted; use RSA-SHA256 or ECDSA-SHA256"
+            )
     for node in signature.iterfind(".//ds:DigestMethod", _NS):
         uri = node.get("Algorithm", "")
         if uri not in {d.value for d in ALLOWED_DIGESTS}:
-            raise WeakAlgorithm(f"digest algorithm {uri} is not accepted; use SHA-256")
+            raise SignatureAlgorithmRefused(f"digest algorithm {uri} is not accepted; use SHA-256")
     references = signature.findall("ds:SignedInfo/ds:Reference", _NS)
     if len(references) != 1 or references[0].get("URI") != "":
-        raise SignatureRejected(
+        raise SignatureInvalid(
             'the signature must have exactly one reference, to the whole document (URI="")'
         )
 
@@ -107,11 +117,11 @@ def _refuse_weak(signature: etree._Element) -> None:
 def _certificate_of(signature: etree._Element) -> x509.Certificate:
     certs = signature.findall("ds:KeyInfo/ds:X509Data/ds:X509Certificate", _NS)
     if not certs:
-        raise SignatureRejected("the signature carries no X.509 certificate in KeyInfo")
+        raise SignatureInvalid("the signature carries no X.509 certificate in KeyInfo")
     try:
         return x509.load_der_x509_certificate(base64.b64decode("".join((certs[0].text or "").split())))
     except ValueError as exc:
-        raise SignatureRejected("the certificate in KeyInfo cannot be read") from exc
+        raise SignatureInvalid("the certificate in KeyInfo cannot be read") from exc
 
 
 def verify_enveloped(
@@ -123,7 +133,9 @@ def verify_enveloped(
     """Verify the one signature at ``location`` (an ElementPath prefix such as ``./`` or
     ``./{ns}edXMLHeader/``) and return what it signed plus ``check_certificate``'s verdict.
 
-    ``check_certificate`` runs before any signature maths and raises to refuse the signer.
+    ``check_certificate`` runs before any signature maths and raises to refuse the signer;
+    its errors pass through unchanged. Raises :class:`SignatureInvalid` (or
+    :class:`SignatureAlgorithmRefused`) saying why the signature itself is refused.
     """
     signature = _signature_at(root, location)
     _refuse_weak(signature)
@@ -132,13 +144,16 @@ def verify_enveloped(
     try:
         result = XMLVerifier().verify(root, x509_cert=certificate, expect_config=_policy(location))
     except InvalidDigest as exc:
-        raise SignatureRejected("the signed content was changed after signing (digest mismatch)") from exc
+        raise SignatureInvalid("the signed content was changed after signing (digest mismatch)") from exc
     except InvalidCertificate as exc:
-        raise SignatureRejected(f"the signing certificate is not usable: {exc}") from exc
+        raise SignatureInvalid(f"the signing certificate is not usable: {exc}") from exc
     except InvalidSignature as exc:
-        raise SignatureRejected("the signature value does not verify") from exc
+        raise SignatureInvalid("the signature value does not verify") from exc
     except InvalidInput as exc:
-        raise SignatureRejected(f"the signature is malformed: {exc}") from exc
+        raise SignatureInvalid(f"the signature is malformed: {exc}") from exc
+    except etree.DocumentInvalid as exc:
+        # signxml checks ds:Signature against the XMLDSig schema, which edxml.xsd leaves to us (lax).
+        raise SignatureInvalid(f"the signature is malformed: {exc}") from exc
     if not isinstance(result, VerifyResult) or result.signed_xml is None:
-        raise SignatureRejected("the signed content is not XML")
+        raise SignatureInvalid("the signed content is not XML")
     return Verified(result.signed_xml, result.signed_data, certificate), verdict

@@ -14,6 +14,10 @@ recipient's certificate, which is how a recipient finds its own EncryptedKey.
 Decryption is all or nothing: the GCM tag covers the whole ciphertext, and no byte of
 plaintext is parsed or returned unless it verifies. Only the algorithms above are
 accepted; CBC modes and RSA PKCS#1 v1.5 are refused by name. Pure: no I/O.
+
+One module although it is over 400 lines: encryption and decryption are the writer and
+the reader of one wire format and share its identifiers and refusal list; apart, a change
+to the writer would no longer be read next to the reader that must accept it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -37,7 +41,13 @@ from lxml import etree
 
 from gateway.crypto.pki import MIN_RSA_BITS, PrivateKey, fingerprint
 from gateway.domain.edxml import parse_xml
-from gateway.errors import CryptoError
+from gateway.errors import (
+    AlgorithmRefused,
+    DecryptionFailed,
+    EncryptionFailed,
+    MalformedEncryptedData,
+    NotARecipient,
+)
 
 # --- namespaces and algorithm identifiers -------------------------------------------------------
 
@@ -83,26 +93,6 @@ _CERT_PATHS = (
     "ds:KeyInfo/ds:X509Data/ds:X509Certificate",
     "ds:KeyInfo/xenc:AgreementMethod/xenc:RecipientKeyInfo/ds:X509Data/ds:X509Certificate",
 )
-
-
-class DecryptionFailed(CryptoError):
-    """An EncryptedData cannot be decrypted with the given key; the message says why (never what)."""
-
-
-class NotARecipient(DecryptionFailed):
-    """The document holds no EncryptedKey for the given certificate."""
-
-
-class AlgorithmRefused(DecryptionFailed):
-    """An algorithm URI outside the policy (CBC, RSA PKCS#1 v1.5, SHA-1, or simply unknown)."""
-
-
-class MalformedEncryptedData(DecryptionFailed):
-    """The EncryptedData or one of its EncryptedKeys is not structured as this module writes them."""
-
-
-class EncryptionFailed(CryptoError):
-    """A recipient's certificate cannot be used to encrypt for it."""
 
 
 @dataclass(frozen=True)
@@ -158,8 +148,11 @@ def encrypt_element(element: etree._Element, recipients: Sequence[EncryptionReci
 
 
 def _check_recipient_key(r: EncryptionRecipient) -> None:
-    public = r.certificate.public_key()
     who = f"certificate {_short(r.certificate)} (recipient {r.code})"
+    try:
+        public = r.certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise EncryptionFailed(f"{who}: its public key cannot be read") from exc
     if isinstance(public, rsa.RSAPublicKey):
         if public.key_size < MIN_RSA_BITS:
             raise EncryptionFailed(
@@ -176,6 +169,8 @@ def _check_recipient_key(r: EncryptionRecipient) -> None:
         ku = r.certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
         return
+    except (ValueError, x509.DuplicateExtension) as exc:  # cryptography parses extensions on first use
+        raise EncryptionFailed(f"{who}: its extensions cannot be read") from exc
     if not getattr(ku, usage):
         # Catches a signing certificate passed by mistake before anything is encrypted to it.
         raise EncryptionFailed(
@@ -294,11 +289,11 @@ def decrypt_element(
 
     try:
         plaintext = AESGCM(content_key).decrypt(sealed[:IV_BYTES], sealed[IV_BYTES:], None)
-    except InvalidTag:
+    except InvalidTag as exc:
         raise DecryptionFailed(
             "the ciphertext or its tag was altered (AES-256-GCM authentication failed; the "
             "EncryptedKey may also have been copied from another document); nothing was decrypted"
-        ) from None
+        ) from exc
     return parse_xml(plaintext)
 
 
@@ -349,10 +344,10 @@ def _unwrap_rsa(ek: etree._Element, key: rsa.RSAPrivateKey, cert: x509.Certifica
     wrapped = _cipher_value(ek, who)
     try:
         return key.decrypt(wrapped, _OAEP)
-    except ValueError:
+    except ValueError as exc:
         raise DecryptionFailed(
             f"{who} does not unwrap with this private key (wrong key, or the wrapped key was altered)"
-        ) from None
+        ) from exc
 
 
 def _unwrap_ecdh(ek: etree._Element, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> bytes:
@@ -382,18 +377,18 @@ def _unwrap_ecdh(ek: etree._Element, key: ec.EllipticCurvePrivateKey, cert: x509
         if point is None:
             raise ValueError("no point")
         ephemeral = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
-    except ValueError:
-        raise MalformedEncryptedData(f"{who}: the originator public key is not a P-256 point") from None
+    except ValueError as exc:
+        raise MalformedEncryptedData(f"{who}: the originator public key is not a P-256 point") from exc
 
     wrapped = _cipher_value(ek, who)
     kek = _concat_kdf(key.exchange(ec.ECDH(), ephemeral), fixed_info)
     try:
         return aes_key_unwrap(kek, wrapped)
-    except (InvalidUnwrap, ValueError):
+    except (InvalidUnwrap, ValueError) as exc:
         raise DecryptionFailed(
             f"{who} does not unwrap with this private key (wrong key, or the wrapped key, its "
             "ephemeral key or its ConcatKDF parameters were altered)"
-        ) from None
+        ) from exc
 
 
 def _read_bitstring(value: str | None, name: str, who: str) -> bytes:

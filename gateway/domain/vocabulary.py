@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 
+from gateway.errors import BadRequest
+
 
 class Network(enum.StrEnum):
     """The three separate networks a gateway node can serve."""
@@ -31,11 +33,12 @@ class Classification(enum.IntEnum):
 
     @classmethod
     def from_slug(cls, text: str) -> Classification:
+        """The level spelt ``text`` (``none``, ``mat``, ``toi-mat``, ``tuyet-mat``); raises ``BadRequest``."""
         for level, slug in _CLASSIFICATION_SLUGS.items():
             if slug == text:
                 return level
         known = ", ".join(_CLASSIFICATION_SLUGS.values())
-        raise ValueError(f"unknown secrecy level {text!r} (expected one of: {known})")
+        raise BadRequest(f"unknown secrecy level {text!r} (expected one of: {known})")
 
 
 _CLASSIFICATION_SLUGS = {

@@ -167,8 +167,8 @@ class Api:
         declared = request.headers.get("X-Classification")
         try:
             level = Classification.from_slug(declared.strip()) if declared else None
-        except ValueError as exc:
-            raise BadRequest(f"X-Classification header: {exc}") from None
+        except BadRequest as exc:
+            raise BadRequest(f"X-Classification header: {exc.message}") from None
         accepted = await self._intake.submit(agency, await request.read(), declared=level)
         return web.json_response(_accepted_view(accepted), status=202)
 

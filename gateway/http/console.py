@@ -23,19 +23,20 @@ from aiohttp import web
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
 from gateway.adapters.ports import Trust
-from gateway.crypto.pki import CertIdentity, KeyType, Role, cert_pem, generate_key, key_pem, make_leaf
+from gateway.crypto.issuing import generate_key, make_leaf
+from gateway.crypto.pki import CertIdentity, KeyType, Role, cert_pem, key_pem
 from gateway.domain.agencies import AgencyCode
 from gateway.domain.clock import Clock
 from gateway.domain.vocabulary import Network
-from gateway.errors import ClientError, ConfigError, InvalidAgencyCode
+from gateway.errors import BadRequest, ClientError, ConfigError, ConsoleRefused, InvalidAgencyCode
 from gateway.exchange.deadlines import WARN_BEFORE, flag_kind
 from gateway.infra.files.pki_dir import load_key_pair
 from gateway.operators import pages as html
 from gateway.operators.metrics import CertExpiry, EventFeed, Metrics, certificate_expiries
 from gateway.operators.readmodel import Oversight, Search
 from gateway.operators.timeline import build_timeline, parse_moment
+from gateway.pki.inventory import OPERATOR_PREFIX
 
-OPERATOR_PREFIX = "OPERATOR."
 _OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}")
 _DOC_ID = re.compile(r"[0-9a-f]{32}")
 _HEADERS = {
@@ -54,13 +55,6 @@ def is_operator(identity: CertIdentity) -> bool:
     if identity.role is not Role.TLS or not identity.code.startswith(OPERATOR_PREFIX):
         return False
     return bool(_OPERATOR_NAME.fullmatch(identity.code.removeprefix(OPERATOR_PREFIX)))
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -155,13 +149,13 @@ class Console:
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
         der = ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) else None
         if not der:
-            raise _Refused(401, "no client certificate: the console needs an operator certificate")
+            raise ConsoleRefused(401, "no client certificate: the console needs an operator certificate")
         try:
             identity = self._trust.client(bytes(der), at=self._clock.now())
         except ClientError as exc:
-            raise _Refused(401, exc.message) from exc
+            raise ConsoleRefused(401, exc.message) from exc
         if not is_operator(identity):
-            raise _Refused(
+            raise ConsoleRefused(
                 403, f"{identity.code} is not an operator: the console needs an operator certificate"
             )
         return identity
@@ -170,7 +164,7 @@ class Console:
         async def handler(request: web.Request) -> web.StreamResponse:
             try:
                 response = await page(request, self.operator_of(request))
-            except _Refused as exc:
+            except ConsoleRefused as exc:
                 response = web.Response(text=html.refused(exc.status, exc.message), status=exc.status,
                                         content_type="text/html")  # fmt: skip
             response.headers.update(_HEADERS)
@@ -206,8 +200,8 @@ class Console:
             return web.Response(text=text, content_type="text/html")
         try:
             search, note = self._read_search(values, request.query.get("before"))
-        except ValueError as exc:
-            text = html.search_results(values, [], older=None, operator=who.code, note=str(exc))
+        except BadRequest as exc:
+            text = html.search_results(values, [], older=None, operator=who.code, note=exc.message)
             return web.Response(text=text, status=400, content_type="text/html")
         results = await self._oversight.search_documents(search)
         if search.id is not None and len(results) == 1:
@@ -227,11 +221,11 @@ class Console:
         elif q:
             document_id = q
         if agency and not _is_code(agency):
-            raise ValueError(f"{agency!r} is not an agency code")
+            raise BadRequest(f"{agency!r} is not an agency code")
         since = parse_moment(values["from"], now=now) if values["from"] else None
         until = parse_moment(values["to"], now=now, end_of_day=True) if values["to"] else None
         if before is not None and not _DOC_ID.fullmatch(before):
-            raise ValueError("bad page marker")
+            raise BadRequest("bad page marker")
         search = Search(
             id=doc_id, document_id=document_id, agency=AgencyCode.parse(agency).value if agency else None,
             since=since, until=until, states=frozenset({values["state"]} if values["state"] else ()),
@@ -259,7 +253,7 @@ class Console:
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         try:
             self.operator_of(request)
-        except _Refused as exc:
+        except ConsoleRefused as exc:
             return web.Response(text=exc.message + "\n", status=exc.status)
         await self._feed.poll()  # counters as of this scrape, not as of the last tick
         now = self._clock.now()

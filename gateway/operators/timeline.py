@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.domain.vocabulary import Classification
+from gateway.errors import BadRequest
 from gateway.exchange.mailbox import STATUS_MEANING
 from gateway.exchange.ports import DocumentRecord, EventRecord
 from gateway.operators.readmodel import DocumentSummary, RouteState, TraceParts
@@ -185,7 +186,7 @@ _RELATIVE = re.compile(r"(\d+)\s*([mhd])")
 def parse_moment(text: str, *, now: datetime, end_of_day: bool = False) -> datetime:
     """``2h``/``30m``/``7d`` ago, or a date or date-time (Vietnam time unless it names a zone).
 
-    Raises ``ValueError`` naming the accepted forms."""
+    Raises :class:`BadRequest` naming the accepted forms."""
     raw = text.strip()
     relative = _RELATIVE.fullmatch(raw)
     if relative:
@@ -193,10 +194,10 @@ def parse_moment(text: str, *, now: datetime, end_of_day: bool = False) -> datet
         return now - timedelta(**{unit: int(relative.group(1))})
     try:
         moment = datetime.fromisoformat(raw.replace(" ", "T") if len(raw) > 10 else raw)
-    except ValueError:
-        raise ValueError(
+    except ValueError as exc:
+        raise BadRequest(
             f"cannot read the time {text!r}: use 2h, 30m, 7d, 2026-11-22 or 2026-11-22T14:00"
-        ) from None
+        ) from exc
     if len(raw) == 10 and end_of_day:
         moment = datetime.combine(moment.date(), time.max)
     return moment if moment.tzinfo else moment.replace(tzinfo=VIETNAM)

@@ -98,7 +98,7 @@ def load_config(home: Path, path: Path | None = None) -> Config:
         network = Network(data["network"]) if data.get("network") else None
         peer_urls = {Network(name): str(url).rstrip("/") for name, url in peers.items()}
         if network is not None and network in peer_urls:
-            raise ValueError(f"[peers] lists this node's own network {network}")
+            raise ConfigError(f"{path}: [peers] lists this node's own network {network}")
         return Config(
             home=home,
             node=str(data.get("node", "local")),
