@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit.log import GENESIS, record_hash, verify_log
+from gateway.audit.log import GENESIS, record_hash
+from gateway.audit.verify import verify_log
 from gateway.exchange.ports import NewEvent
 from gateway.infra.files.pki_dir import load_trust_anchors
 from gateway.infra.sql.engine import sqlite_url
@@ -130,7 +131,8 @@ async def test_the_signer_never_signs_over_a_broken_chain(node: Node, config: Co
     db = database(config)
     db.execute("UPDATE events SET kind = 'fetched' WHERE seq = ?", (last + 1,))
     assert await node.head_signer.sign_once() is None
-    assert (await node.oversight.last_audit_head()).seq == last
+    head = await node.oversight.last_audit_head()
+    assert head is not None and head.seq == last
 
 
 async def test_export_verifies_offline_with_only_the_trust_anchors(
@@ -204,28 +206,28 @@ async def test_an_operation_that_fails_in_a_batch_leaves_no_record_and_no_gap(
     import asyncio
 
     from gateway.errors import NotFound
-    from gateway.infra.sql.store import _append_events
+    from gateway.infra.sql.chain import append_events
 
     url = request.getfixturevalue("pg_database") if engine == "postgresql" else sqlite_url(tmp_path / "b.db")
     store = SqlStore(url)
     now = datetime.now(UTC)
 
     def failing(conn: object) -> None:
-        _append_events(conn, [NewEvent("retry", now, None, None, None, {"n": "lost"})])  # type: ignore[arg-type]
+        append_events(conn, [NewEvent("retry", now, None, None, None, {"n": "lost"})])  # type: ignore[arg-type]
         raise NotFound("this operation fails after writing its record")
 
     try:
         results = await asyncio.gather(
             store.add_events([NewEvent("cert_issued", now, None, None, None, {"n": 1})]),
-            store.write_with(failing),
+            store.database.write(failing),
             store.add_events([NewEvent("cert_issued", now, None, None, None, {"n": 2})]),
             return_exceptions=True,
         )
         assert results[0] is None and isinstance(results[1], NotFound) and results[2] is None
-        records = await SqlOversight(store).audit_records(after=0, limit=100)
+        records = await SqlOversight(store.database).audit_records(after=0, limit=100)
         assert [(r.seq, json.loads(r.detail)["n"]) for r in records] == [(1, 1), (2, 2)]
         assert verify_log(records, [], load_trust_anchors(config.certs)).ok
         with pytest.raises(RuntimeError, match="only inside a store write"):
-            _append_events(store._engine.connect(), [NewEvent("retry", now)])  # type: ignore[attr-defined]
+            append_events(store.database._engine.connect(), [NewEvent("retry", now)])
     finally:
         await store.close()

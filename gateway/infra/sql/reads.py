@@ -1,6 +1,6 @@
-"""``gateway.operators.readmodel.Oversight`` and the audit log's storage, on the SQL store's connections.
+"""``gateway.operators.readmodel.Oversight`` and the audit log's storage, on the store's ``Database``.
 
-Reads run on the store's reader pool, head inserts in its group commit. Each
+Reads run on its reader pool, head inserts in its group commit. Each
 query is written so that an index answers it: documents by id, by sender and
 id, by DocumentId, by acceptance time; deliveries by recipient and document;
 events by seq (their primary key) or by document.
@@ -15,11 +15,13 @@ from typing import Any
 
 from sqlalchemy import Connection, String, func, select, type_coerce
 
-from gateway.audit.log import AuditRecord, SignedHead
+from gateway.audit.heads import SignedHead
+from gateway.audit.log import AuditRecord
 from gateway.domain.vocabulary import DeliveryState
-from gateway.exchange.ports import AtRisk, EventRecord
-from gateway.infra.sql.rows import DOC_COLUMNS, D, E, R, V, delivery_record, document_record
-from gateway.infra.sql.store import SqlStore
+from gateway.exchange.ports import AtRisk
+from gateway.infra.sql.deadlines import deadlines_at_risk
+from gateway.infra.sql.engine import Database
+from gateway.infra.sql.rows import DOC_COLUMNS, D, E, R, V, delivery_record, document_record, event_record
 from gateway.infra.sql.tables import AuditHeadRow
 from gateway.operators.readmodel import (
     DocumentSummary,
@@ -59,15 +61,11 @@ def _head(r: Any) -> SignedHead:
     return SignedHead(r.seq, r.hash, r.signed_at, r.node, r.signer, r.algorithm, r.signature, r.certificate)
 
 
-def _event(r: Any) -> EventRecord:
-    return EventRecord(r.seq, r.kind, r.at, r.document, r.recipient, r.network, json.loads(r.detail))
-
-
 class SqlOversight:
-    """Operators' reads and the audit log over a ``SqlStore``."""
+    """Operators' reads and the audit log over a ``Database`` (a store's: ``SqlStore.database``)."""
 
-    def __init__(self, store: SqlStore) -> None:
-        self._store = store
+    def __init__(self, database: Database) -> None:
+        self._db = database
 
     # --- audit log -----------------------------------------------------------------------------
 
@@ -76,7 +74,7 @@ class SqlOversight:
             rows = conn.execute(select(E, _AT_TEXT).where(E.c.seq > after).order_by(E.c.seq).limit(limit))
             return [_audit_record(r) for r in rows]
 
-        return await self._store.read_with(op)
+        return await self._db.read(op)
 
     async def audit_record_before(self, seq: int) -> AuditRecord | None:
         """The last record before ``seq``: where a check that starts at ``seq`` links to."""
@@ -87,39 +85,39 @@ class SqlOversight:
             ).first()
             return _audit_record(row) if row is not None else None
 
-        return await self._store.read_with(op)
+        return await self._db.read(op)
 
     async def first_seq_at(self, moment: datetime) -> int | None:
         """The first record written at or after ``moment`` (a scan of ``at``: verification is rare)."""
-        return await self._store.read_with(
+        return await self._db.read(
             lambda c: c.execute(select(func.min(E.c.seq)).where(E.c.at >= moment)).scalar()
         )
 
     async def last_seq(self) -> int:
-        return await self._store.read_with(lambda c: int(c.execute(select(func.max(E.c.seq))).scalar() or 0))
+        return await self._db.read(lambda c: int(c.execute(select(func.max(E.c.seq))).scalar() or 0))
 
     async def at_risk(self, *, until: datetime) -> list[AtRisk]:
-        return await self._store.deadlines_at_risk(until=until)  # the watcher's own query
+        return await self._db.read(lambda conn: deadlines_at_risk(conn, until=until))  # the watcher's query
 
     async def audit_heads(self, *, from_seq: int = 0) -> list[SignedHead]:
         def op(conn: Connection) -> list[SignedHead]:
             rows = conn.execute(select(H).where(H.c.seq >= from_seq).order_by(H.c.seq, H.c.id))
             return [_head(r) for r in rows]
 
-        return await self._store.read_with(op)
+        return await self._db.read(op)
 
     async def last_audit_head(self) -> SignedHead | None:
         def op(conn: Connection) -> SignedHead | None:
             row = conn.execute(select(H).order_by(H.c.seq.desc(), H.c.id.desc()).limit(1)).first()
             return _head(row) if row is not None else None
 
-        return await self._store.read_with(op)
+        return await self._db.read(op)
 
     async def add_audit_head(self, head: SignedHead) -> None:
         def op(conn: Connection) -> None:
             conn.execute(H.insert().values(**head.__dict__))
 
-        await self._store.write_with(op)
+        await self._db.write(op)
 
     # --- one document --------------------------------------------------------------------------
 
@@ -143,12 +141,12 @@ class SqlOversight:
             return TraceParts(
                 document=document_record(row),
                 deliveries=[delivery_record(d) for d in deliveries],
-                events=[_event(e) for e in events],
+                events=[event_record(e) for e in events],
                 statuses=[document_record(s) for s in statuses],
                 routes=[RouteState(r.network, r.state, r.attempts, r.last_error, r.done_at) for r in routes],
             )
 
-        return await self._store.read_with(op)
+        return await self._db.read(op)
 
     # --- searches ------------------------------------------------------------------------------
 
@@ -162,7 +160,7 @@ class SqlOversight:
                     by_doc[d.document].append(delivery_record(d))
             return [DocumentSummary(document_record(r), tuple(by_doc[r.id])) for r in rows]
 
-        return await self._store.read_with(op)
+        return await self._db.read(op)
 
     # --- overview and metrics ------------------------------------------------------------------
 
@@ -182,7 +180,7 @@ class SqlOversight:
                 for r in rows
             ]
 
-        return await self._store.read_with(op)
+        return await self._db.read(op)
 
     async def queue_depths(self) -> list[QueueDepth]:
         def op(conn: Connection) -> list[QueueDepth]:
@@ -193,7 +191,7 @@ class SqlOversight:
             )
             return [QueueDepth(r.network, r.priority, r.n) for r in rows]
 
-        return await self._store.read_with(op)
+        return await self._db.read(op)
 
     async def failing(self, *, limit: int) -> list[Failing]:
         def op(conn: Connection) -> list[Failing]:
@@ -221,7 +219,7 @@ class SqlOversight:
             found.sort(key=lambda f: f.at or datetime.min.replace(tzinfo=UTC), reverse=True)
             return found[:limit]
 
-        return await self._store.read_with(op)
+        return await self._db.read(op)
 
     async def events_after(self, seq: int, *, limit: int) -> list[FeedEvent]:
         def op(conn: Connection) -> list[FeedEvent]:
@@ -257,7 +255,7 @@ class SqlOversight:
                 for r in rows
             ]
 
-        return await self._store.read_with(op)
+        return await self._db.read(op)
 
 
 def _find(conn: Connection, s: Search) -> list[Any]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
-from gateway.exchange.ports import DeliveryRecord, DocumentRecord
+from gateway.exchange.ports import DeliveryRecord, DocumentRecord, EventRecord
 from gateway.infra.sql.tables import DeliveryRow, DocumentRow, EventRow, RouteRow
 
 D = DocumentRow.__table__  # type: ignore[attr-defined]
@@ -47,3 +48,20 @@ def delivery_record(row: Any) -> DeliveryRecord:
         delivered_at=row.delivered_at,
         fetched_at=row.fetched_at,
     )
+
+
+def event_record(row: Any) -> EventRecord:
+    return EventRecord(
+        row.seq, row.kind, row.at, row.document, row.recipient, row.network, json.loads(row.detail)
+    )
+
+
+class DocumentView:
+    """A joined delivery+document row seen as a document row (the join shares column names)."""
+
+    def __init__(self, row: Any) -> None:
+        self._m = row._mapping
+
+    def __getattr__(self, name: str) -> Any:
+        column = D.c[name]
+        return self._m[column]

@@ -9,10 +9,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.errors import StoreError
-from gateway.infra.sql.engine import make_engine
+from gateway.infra.sql.engine import driver_errors, make_engine
 
 _LOCK = 0x6777_6462  # "gwdb": one advisory lock id for schema upgrades of this application
 
@@ -49,9 +47,8 @@ def upgrade_database(url: str, synchronous: str = "FULL") -> tuple[str | None, s
     """``gateway db upgrade``: the revision before and after; a driver error becomes ``StoreError``."""
     engine = make_engine(url, synchronous)
     try:
-        before = current_revision(engine)
-        return before, upgrade(engine)
-    except SQLAlchemyError as exc:
-        raise StoreError(f"cannot upgrade {url}: {exc.__class__.__name__}: {exc}") from exc
+        with driver_errors(f"cannot upgrade {url}", detail=True):
+            before = current_revision(engine)
+            return before, upgrade(engine)
     finally:
         engine.dispose()

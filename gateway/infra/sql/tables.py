@@ -73,7 +73,7 @@ class RouteRow(SQLModel, table=True):
         UniqueConstraint("document", "network", name="uq_routes_document_network"),
         # The claim query: pending work, most urgent first, then fairly between senders, then oldest.
         Index("ix_routes_claim", "state", "priority", "fair_rank", "id"),
-        # Where each sender stands in its lane (start-time fair queueing, see sqlstore._fair_rank).
+        # Where each sender stands in its lane (start-time fair queueing, see gateway.infra.sql.fair).
         Index("ix_routes_sender_lane", "state", "priority", "sender", "fair_rank"),
     )
 
@@ -119,7 +119,7 @@ class DeliveryRow(SQLModel, table=True):
 class EventRow(SQLModel, table=True):
     """One record of the tamper-evident delivery log (``gateway.audit.log``): ``hash`` covers the
     record's fields and ``prev_hash``, the hash of the record before it. Written only through
-    ``sqlstore._append_events``; NOT NULL makes any other insert fail loudly instead of
+    ``gateway.infra.sql.chain.append_events``; NOT NULL makes any other insert fail loudly instead of
     silently breaking the chain."""
 
     __tablename__ = "events"

@@ -1,0 +1,84 @@
+"""The order in which routes are carried: one lane per urgency, fair between senders within a lane.
+
+A route's ``fair_rank`` is given when its document is stored (``fair_rank``); couriers claim the
+most urgent lane first and, within a lane, the lowest rank, then the oldest (``claim_routes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, func, or_, select, update
+
+from gateway.domain.vocabulary import Network, Priority
+from gateway.exchange.ports import RouteJob
+from gateway.infra.sql.rows import D, R, V, document_record
+
+
+def fair_rank(conn: Connection, sender: str, priority: int) -> int:
+    """Start-time fair queueing within one urgency: a sender's next document ranks one after its
+    previous pending one, but never before the lane's current head. So a 10,000-document batch
+    takes ranks head..head+9,999 while another sender's single document takes the head rank and
+    is carried right after the batch's first, not after all of it."""
+    lane = and_(R.c.state == "pending", R.c.priority == priority)
+    head = conn.execute(select(func.min(R.c.fair_rank)).where(lane)).scalar() or 0
+    last = conn.execute(select(func.max(R.c.fair_rank)).where(lane, R.c.sender == sender)).scalar()
+    return head if last is None else max(head, int(last) + 1)
+
+
+def claim_routes(
+    conn: Connection, *, node: str, limit: int, now: datetime, until: datetime, exclude: Collection[Network]
+) -> list[RouteJob]:
+    """Claim for ``node``, until ``until``, up to ``limit`` pending routes whose lease ran out, in
+    carrying order; routes into the ``exclude``d networks stay where they are."""
+    # One lane at a time, most urgent first: within a lane ix_routes_claim gives (fair_rank,
+    # id) in order, so a claim reads about `limit` rows. One query ordered by priority DESC
+    # then fair_rank ASC cannot follow that index and sorted the whole backlog every time
+    # (a Hỏa tốc document waited a second behind 10,000 routes instead of 0.2 s).
+    ids: list[int] = []
+    for priority in sorted(map(int, Priority), reverse=True):
+        if len(ids) == limit:
+            break
+        candidates = (
+            select(R.c.id)
+            .where(
+                R.c.state == "pending",
+                R.c.priority == priority,
+                or_(R.c.claimed_until.is_(None), R.c.claimed_until < now),
+            )
+            .order_by(R.c.fair_rank, R.c.id)
+            .limit(limit - len(ids))
+        )
+        if exclude:
+            candidates = candidates.where(R.c.network.not_in([n.value for n in exclude]))
+        if conn.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        ids += [row.id for row in conn.execute(candidates)]
+    if not ids:
+        return []
+    conn.execute(
+        update(R)
+        .where(R.c.id.in_(ids))
+        .values(claimed_by=node, claimed_until=until, attempts=R.c.attempts + 1)
+    )
+    rows = conn.execute(
+        select(R.c.id.label("route_id"), R.c.network.label("target"), R.c.attempts.label("tries"), D)
+        .join(D, D.c.id == R.c.document)
+        .where(R.c.id.in_(ids))
+        .order_by(R.c.priority.desc(), R.c.fair_rank, R.c.id)
+    ).all()
+    recipients: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
+    for d in conn.execute(select(V.c.route, V.c.recipient, V.c.addressed).where(V.c.route.in_(ids))):
+        recipients[d.route].append((d.recipient, d.addressed))
+    return [
+        RouteJob(
+            route_id=row.route_id,
+            document=document_record(row),
+            target=Network(row.target),
+            recipients=tuple(recipients[row.route_id]),
+            package=row.package,
+            attempts=row.tries,
+        )
+        for row in rows
+    ]
