@@ -22,10 +22,11 @@ from pathlib import Path
 
 from gateway.agency_side.agent import sign_package
 from gateway.crypto.pki import KeyType
-from gateway.domain.agencies import DEMO_AGENCIES, Agency, AgencyState, write_registry
+from gateway.domain.agencies import DEMO_AGENCIES, Agency, AgencyState
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc
 from gateway.domain.vocabulary import Classification, DeliveryState, Network
-from gateway.infra.files.pki_dir import ensure_dev_pki
+from gateway.infra.files.pki_init import ensure_dev_pki
+from gateway.infra.files.registry_csv import write_registry
 from gateway.runtime.config import load_config
 from gateway.runtime.node import Node, init_home
 from tests.conftest import set_setting

@@ -17,8 +17,9 @@ from pathlib import Path
 # Runnable as a plain script from the project root, without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.domain.agencies import Agency, AgencyState, load_registry, write_registry
+from gateway.domain.agencies import Agency, AgencyState
 from gateway.domain.vocabulary import Classification, Network
+from gateway.infra.files.registry_csv import load_registry, write_registry
 
 COUNT = 120_000
 RETIRED_SHARE = 0.05

@@ -26,10 +26,12 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from gateway.audit.log import GENESIS, record_hash, sign_head, utc_text
+from gateway.audit.heads import sign_head
+from gateway.audit.log import GENESIS, record_hash, utc_text
 from gateway.domain.vocabulary import Network
 from gateway.http.console import issue_operator
 from gateway.infra.files.keys import load_seal_key
@@ -48,6 +50,9 @@ def agencies(n: int) -> list[tuple[str, str]]:
     return [(f"H{10 + i // 100:02d}.{i % 100:02d}.01", NETWORKS[i % 3]) for i in range(n)]
 
 
+Row = tuple[Any, ...]  # one table row, columns in the INSERT's order
+
+
 def fill(path: Path, documents: int, per_document: int, now: datetime) -> tuple[list[str], list[str], float]:
     """Documents, routes, deliveries and a chained log; returns (ids, DocumentIds, seconds)."""
     rng = random.Random(7)
@@ -58,7 +63,10 @@ def fill(path: Path, documents: int, per_document: int, now: datetime) -> tuple[
     db.execute("BEGIN")
     ids: list[str] = []
     doc_ids: list[str] = []
-    docs, routes, deliveries, events = [], [], [], []
+    docs: list[Row] = []
+    routes: list[Row] = []
+    deliveries: list[Row] = []
+    events: list[Row] = []
     prev, seq = GENESIS, 0
     span = timedelta(days=30).total_seconds()
     kinds = ["accepted", "routed", "sealed", "bridged", "seal_verified", "delivered", "fetched", "status"]
@@ -101,7 +109,9 @@ def fill(path: Path, documents: int, per_document: int, now: datetime) -> tuple[
     return ids, doc_ids, time.perf_counter() - started
 
 
-def _flush(db: sqlite3.Connection, docs: list, routes: list, deliveries: list, events: list) -> None:
+def _flush(
+    db: sqlite3.Connection, docs: list[Row], routes: list[Row], deliveries: list[Row], events: list[Row]
+) -> None:
     db.executemany(
         "INSERT INTO documents (id, kind, sender, sender_network, doc_key, document_id, response_for, "
         "status_code, signed_digest, signer, subject, due_at, priority, classification, size, accepted_at, "
@@ -135,7 +145,7 @@ def timed(samples: list[float]) -> str:
 
 async def store_figures(url: str, ids: list[str], doc_ids: list[str], now: datetime) -> None:
     store = SqlStore(url, synchronous="OFF")
-    oversight = SqlOversight(store)
+    oversight = SqlOversight(store.database)
     rng = random.Random(11)
     hour_ago = now - timedelta(hours=1)
     try:

@@ -20,11 +20,11 @@ import pytest
 
 from gateway.agency_side.agent import sign_package
 from gateway.crypto.pki import Role
-from gateway.domain.agencies import load_registry
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc
 from gateway.domain.vocabulary import DeliveryState, Priority
 from gateway.infra.files.keys import file_trust
 from gateway.infra.files.pki_dir import agency_paths
+from gateway.infra.files.registry_csv import load_registry
 from gateway.pki.trust import RegistryTrust
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node, init_home

@@ -10,18 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.domain.agencies import (
-    CSV_HEADER,
-    DEMO_AGENCIES,
-    Agency,
-    AgencyCode,
-    AgencyState,
-    Registry,
-    load_registry,
-    write_registry,
-)
+from gateway.domain.agencies import DEMO_AGENCIES, Agency, AgencyCode, AgencyState, Registry
 from gateway.domain.vocabulary import Classification, Network
 from gateway.errors import ConfigError, InactiveRecipient, InvalidAgencyCode, UnknownRecipient
+from gateway.infra.files.registry_csv import CSV_HEADER, load_registry, write_registry
 
 GOV = Network.GOVERNMENT
 RETIRED = AgencyState.RETIRED

@@ -24,31 +24,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.agency_side.agent import decryption_keys, open_delivery, sign_package
 from gateway.cli import entry as cli
-from gateway.crypto.pki import (
-    DOCUMENT_SIGNING,
-    KeyType,
-    PrivateKey,
-    Role,
-    cert_pem,
-    fingerprint,
-    generate_key,
-    key_pem,
-    make_intermediate_ca,
-    make_leaf,
-    make_root_ca,
-)
+from gateway.crypto.issuing import generate_key, make_intermediate_ca, make_leaf, make_root_ca
+from gateway.crypto.pki import DOCUMENT_SIGNING, KeyType, PrivateKey, Role, cert_pem, fingerprint, key_pem
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc, build_status, parse_xml
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, StatusCode
 from gateway.errors import SignerNotTrusted, Unauthenticated
-from gateway.infra.files.pki_dir import (
-    agency_paths,
-    ca_paths,
-    load_key_pair,
-    read_inventory,
-    server_paths,
-    write_atomic,
-)
+from gateway.infra.files.atomic import write_atomic
+from gateway.infra.files.pki_dir import agency_paths, ca_paths, load_key_pair, read_inventory, server_paths
 from gateway.pki.inventory import CertState, Slot
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node
@@ -206,8 +189,8 @@ def holder(
     """A certificate directory where ``code``'s ``role`` pair is the given one (as a forger keeps it)."""
     ca_cert, _ = ca_of(config, network)
     crt, key_path = agency_paths(tmp, code, role)
-    write_atomic(key_path, key_pem(key), 0o600)
-    write_atomic(crt, cert_pem(cert) + cert_pem(ca_cert), 0o644)
+    write_atomic(key_path, key_pem(key), 0o600, private_dir=True)
+    write_atomic(crt, cert_pem(cert) + cert_pem(ca_cert), 0o644, private_dir=True)
     return tmp
 
 
@@ -390,10 +373,10 @@ async def test_rotation_under_load_loses_nothing_and_old_signatures_verify(
         await wait_delivered(node, body["id"])
         assert (await agency(A01).call("GET", f"/v1/edocs/{body['id']}"))[0] == 200
         answer = answer_03(f"early-{i}")
-        status, accepted = await agency(A01).call(
+        status, answered = await agency(A01).call(
             "POST", f"/v1/edocs/{body['id']}/status", sign_package(config.certs, A01, answer)
         )
-        assert status == 202, accepted
+        assert status == 202, answered
     classified_early = package(config, G22, [A01], "early-secret", Classification.TOI_MAT)
     status, body = await post(agency(G22), classified_early, Classification.TOI_MAT)
     assert status == 202, body
@@ -738,8 +721,8 @@ def test_certs_check_exit_codes(home: Path, config: Config) -> None:
                          role=Role.ENCRYPT, issuer_cert=ca, issuer_key=other_ca_key, now=now,
                          days=20)  # fmt: skip
     crt, key = agency_paths(config.certs, G22, Role.ENCRYPT)
-    write_atomic(key, key_pem(leaf_key), 0o600)
-    write_atomic(crt, cert_pem(stranger) + cert_pem(ca), 0o644)
+    write_atomic(key, key_pem(leaf_key), 0o600, private_dir=True)
+    write_atomic(crt, cert_pem(stranger) + cert_pem(ca), 0o644, private_dir=True)
     broken = certs_sync(home, "check", "--json")
     assert broken.code == 1
     kinds = {(p["problem"], p["code"], p["role"]) for p in broken.json()["problems"]}
@@ -753,7 +736,7 @@ async def test_serve_warns_at_start_and_logs_expiry_once(
     assert (await certs(home, "rotate", "--agency", I01, "--role", "tls", "--days", "7")).code == 0
     config = load_config(home)
     serial = active(config, I01, Role.TLS).serial
-    caplog.set_level(logging.WARNING, logger="gateway.pki.inventory")
+    caplog.set_level(logging.WARNING, logger="gateway.pki.problems")
     node = Node(config)
     await node.start(port=0)
     try:

@@ -18,7 +18,7 @@ from gateway.agency_side.agent import arrival_receipt, decryption_keys, open_del
 from gateway.agency_side.client import AgencyClient
 from gateway.cli.output import LOCAL_TZ, default_document_id, is_signed, local_time, print_json
 from gateway.crypto.pki import Role
-from gateway.domain.agencies import AgencyCode, Registry, load_registry
+from gateway.domain.agencies import AgencyCode, Registry
 from gateway.domain.edxml import Attachment, NewEdoc, Organ, build_edoc, build_status, parse_xml
 from gateway.domain.vocabulary import Classification, Priority, StatusCode
 from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound
@@ -26,6 +26,7 @@ from gateway.exchange.mailbox import STATUS_MEANING
 from gateway.http.api import agency_view
 from gateway.infra.files.keys import file_trust
 from gateway.infra.files.pki_dir import agency_paths
+from gateway.infra.files.registry_csv import load_registry
 from gateway.runtime.config import Config
 
 

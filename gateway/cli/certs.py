@@ -24,19 +24,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from gateway.crypto.pki import KeyType, Role, fingerprint
-from gateway.domain.agencies import load_registry
 from gateway.errors import BadRequest, ConfigError, GatewayError, StoreError
 from gateway.exchange.ports import EventRecord, NewEvent
-from gateway.infra.files.dev_ca import OPERATOR_PREFIX, CertOffice, Change
+from gateway.infra.files.dev_ca import CertOffice, Change
+from gateway.infra.files.registry_csv import load_registry
 from gateway.infra.sql.store import SqlStore
-from gateway.pki.inventory import (
-    CertRecord,
-    OwnerKind,
-    iso,
-    log_expiry,
-    normalise_serial,
-    signer_revoked_events,
-)
+from gateway.pki.events import signer_revoked_events
+from gateway.pki.inventory import OPERATOR_PREFIX, CertRecord, OwnerKind, iso, normalise_serial
+from gateway.pki.problems import log_expiry
 from gateway.runtime.config import Config
 
 if TYPE_CHECKING:
@@ -329,8 +324,8 @@ def _number(text: str, option: str, low: float, high: float) -> float:
 
 def _owner_code(text: str) -> str:
     value = text.strip()
-    if value.upper().startswith("OPERATOR."):
-        return "OPERATOR." + value[len("OPERATOR.") :]  # operator names keep their case
+    if value.upper().startswith(OPERATOR_PREFIX):
+        return OPERATOR_PREFIX + value[len(OPERATOR_PREFIX) :]  # operator names keep their case
     if value.upper().startswith(("ADAPTER.", "CA.", "ROOT.")):
         return value.upper()
     return value.lower() if value.lower() == "gateway" else value

@@ -15,23 +15,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.audit.log import (
-    GENESIS,
-    AuditError,
-    AuditRecord,
-    AuditReport,
-    HeadSigner,
-    SignedHead,
-    anchors_from_pem,
-    export_lines,
-    verify_export,
-    verify_log,
-)
+from gateway.audit.export import export_lines, verify_export
+from gateway.audit.heads import SignedHead, anchors_from_pem
+from gateway.audit.log import GENESIS, AuditRecord
+from gateway.audit.signer import HeadSigner
+from gateway.audit.verify import AuditReport, verify_log
 from gateway.crypto.pki import PrivateKey, TrustAnchors
 from gateway.domain.agencies import AgencyCode
 from gateway.domain.clock import SystemClock
 from gateway.domain.vocabulary import Network
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import AuditError, BadRequest, NotFound
 from gateway.exchange.deadlines import WARN_BEFORE, at_risk_view, flag_kind
 from gateway.infra.files.keys import load_seal_key
 from gateway.infra.files.pki_dir import load_trust_anchors
@@ -57,7 +50,7 @@ def _with_store(config: Config, work: Callable[[SqlOversight], Awaitable[T]]) ->
     async def go() -> T:
         store = SqlStore(config.database_url, synchronous=config.sqlite_synchronous)
         try:
-            return await work(SqlOversight(store))
+            return await work(SqlOversight(store.database))
         finally:
             await store.close()
 
@@ -94,11 +87,8 @@ def trace(config: Config, args: argparse.Namespace) -> int:
 def _agency(config: Config, args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     code = AgencyCode.parse(args.agency).value
-    try:
-        since = parse_moment(args.since, now=now)
-        until = parse_moment(args.until, now=now, end_of_day=True) if args.until else None
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
+    since = parse_moment(args.since, now=now)
+    until = parse_moment(args.until, now=now, end_of_day=True) if args.until else None
     if not 1 <= args.limit <= 10_000:
         raise BadRequest("--limit must be from 1 to 10000")
     search = Search(
@@ -209,10 +199,7 @@ def verify_db(config: Config, args: argparse.Namespace) -> int:
 
 
 def _moment(text: str, *, end_of_day: bool = False) -> datetime:
-    try:
-        return parse_moment(text, now=datetime.now(UTC), end_of_day=end_of_day)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
+    return parse_moment(text, now=datetime.now(UTC), end_of_day=end_of_day)
 
 
 async def _check_stored(

@@ -8,43 +8,27 @@ Two identifier forms are in use side by side and both are accepted everywhere:
   added left to right, the first being the level-1 code ``MX1X2`` (``H41``,
   ``H41.12``, ``G22.05.117``).
 
-The registry is a CSV file the operator edits (``code,name,network,parent,
-clearance,state,successor,retired_on``); :func:`load_registry` reads it and
-:class:`Registry` checks it as a whole (unique codes, known parents and
+:class:`Registry` checks the agencies as a whole (unique codes, known parents and
 successors, no cycles). A retired agency may name a successor; documents
 addressed to it are forwarded along the successor chain by :meth:`Registry.resolve`.
+Pure: the registry's file (a CSV the operator edits) is read and written by
+``gateway.infra.files.registry_csv``.
 """
 
 from __future__ import annotations
 
-import csv
-import gc
-import io
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from operator import attrgetter
-from pathlib import Path
 from typing import Literal
 
 from gateway.domain.vocabulary import Classification, Network
 from gateway.errors import ConfigError, InactiveRecipient, InvalidAgencyCode, UnknownRecipient
 
 MAX_CODE_LENGTH = 35  # QĐ 20/2020/QĐ-TTg
-CSV_HEADER: tuple[str, ...] = (
-    "code",
-    "name",
-    "network",
-    "parent",
-    "clearance",
-    "state",
-    "successor",
-    "retired_on",
-)
 
 # [0-9] rather than \d: \d also matches Arabic-Indic and other Unicode digits.
 _LEVEL1 = r"[A-Y][0-9]{2}"
@@ -59,8 +43,9 @@ _QCVN_GROUP_SIZES = (3, 2, 2)
 _MAX_LOWER_GROUP = 6  # the decision says 2 or 3; leave room for local practice
 
 
-def _quote(text: str) -> str:
-    # Codes come from untrusted packages: make invisible characters visible, never echo control codes.
+def quoted(text: str) -> str:
+    """``text`` quoted for a message, invisible characters made visible (codes and cells come from
+    untrusted packages and hand-edited files: a message never echoes a control code)."""
     shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
     return f"'{shown}'"
 
@@ -69,7 +54,7 @@ def _show_code(code: str) -> str:
     """A code as it may appear in a client-facing message: as is when it is plain, else quoted and cut."""
     if code and len(code) <= MAX_CODE_LENGTH and code.isprintable() and code.strip() == code:
         return code
-    return _quote(code[:40]) + ("…" if len(code) > 40 else "")
+    return quoted(code[:40]) + ("…" if len(code) > 40 else "")
 
 
 def _plural(n: int, word: str) -> str:
@@ -91,10 +76,10 @@ def _explain(value: str) -> str:
     if len(value) > MAX_CODE_LENGTH:
         # Not echoed: an over-long code is as likely garbage as a typo.
         return f"agency code is {len(value)} characters; at most {MAX_CODE_LENGTH} are allowed"
-    head = f"agency code {_quote(value)}"
+    head = f"agency code {quoted(value)}"
     if _ALLOWED_CHARS.fullmatch(value) is None:
         bad = next(ch for ch in value if _ALLOWED_CHARS.fullmatch(ch) is None)
-        return f"{head}: contains {_quote(bad)}, only 0-9, A-Z and '.' are allowed"
+        return f"{head}: contains {quoted(bad)}, only 0-9, A-Z and '.' are allowed"
     if value[0] == "." or value[-1] == ".":
         return f"{head}: must not start or end with '.'"
     if ".." in value:
@@ -114,7 +99,7 @@ def _explain(value: str) -> str:
             if len(group) != size or not group.isdigit():
                 return (
                     f"{head}: the QCVN 102 form is DDD.DD.DD.LDD; "
-                    f"group {number} {_quote(group)} must be {size} digits"
+                    f"group {number} {quoted(group)} must be {size} digits"
                 )
     else:
         problem = _level1_problem(groups[0])
@@ -123,10 +108,10 @@ def _explain(value: str) -> str:
         for number, group in enumerate(groups[1:], start=2):
             if _LOWER_GROUP.fullmatch(group) is None:
                 bad = next(ch for ch in group if _LOWER_GROUP.fullmatch(ch) is None)
-                return f"{head}: contains {_quote(bad)}, only 0-9, A-Z and '.' are allowed"
+                return f"{head}: contains {quoted(bad)}, only 0-9, A-Z and '.' are allowed"
             if len(group) > _MAX_LOWER_GROUP:
                 return (
-                    f"{head}: group {number} {_quote(group)} is {len(group)} characters; "
+                    f"{head}: group {number} {quoted(group)} is {len(group)} characters; "
                     f"groups after the level-1 code have 1 to {_MAX_LOWER_GROUP}"
                 )
     return f"{head}: not a valid agency code"  # defensive: every refusal above has its own reason
@@ -211,8 +196,8 @@ class Registry:
         self._children = None
 
     @classmethod
-    def _from_file(cls, items: list[Agency], source: str, lines: Sequence[int]) -> Registry:
-        # The loader already knows each row's line number; errors should point at it.
+    def from_lines(cls, items: list[Agency], source: str, lines: Sequence[int]) -> Registry:
+        """Check and index agencies read from ``source``; errors name the line (``lines[i]``) of each."""
         registry = cls.__new__(cls)
         registry._agencies = _check(items, source, lambda index: f"line {lines[index]}")
         registry._children = None
@@ -293,7 +278,7 @@ def _check(items: list[Agency], source: str, at: Callable[[int], str]) -> dict[s
                 AgencyCode.parse(code)
             except InvalidAgencyCode as exc:
                 raise fail(index, exc.message) from None
-            raise fail(index, f"agency code {_quote(code)} has whitespace around it")
+            raise fail(index, f"agency code {quoted(code)} has whitespace around it")
         if code in by_code:
             raise fail(index, f"code {code} is used twice (first at {at(position(code))})")
         by_code[code] = agency
@@ -346,173 +331,6 @@ def _find_cycle(by_code: dict[str, Agency], link: Callable[[Agency], str | None]
             code = link(by_code[code])
         settled.update(path)
     return None
-
-
-_NETWORKS = {network.value: network for network in Network}
-_CLEARANCES = {level.slug: level for level in Classification}
-_STATES = {state.value: state for state in AgencyState}
-
-
-def _cell_problem(row: list[str]) -> str:
-    """Say which cell of a row the fast path could not convert (called only after it failed)."""
-    _code, _name, network, _parent, clearance, state, _successor, retired_on = row
-    if network.strip() not in _NETWORKS:
-        return f"network {_quote(network)} is not one of: {', '.join(_NETWORKS)}"
-    if clearance.strip() not in _CLEARANCES:
-        return f"clearance {_quote(clearance)} is not one of: {', '.join(_CLEARANCES)}"
-    if state.strip() not in _STATES:
-        return f"state {_quote(state)} is not one of: {', '.join(_STATES)}"
-    return f"retired_on {_quote(retired_on)} is not a date written YYYY-MM-DD"
-
-
-def _without_comments(text: str) -> Iterator[str]:
-    # A comment becomes a blank line rather than vanishing, so csv's line numbers stay true.
-    for line in io.StringIO(text, newline=""):
-        yield "\n" if line.startswith("#") else line
-
-
-def load_registry(path: Path) -> Registry:
-    """Read and check a registry CSV file; raise ``ConfigError`` "<file> line N: <what is wrong>"."""
-    source = path.name
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the registry file {path}: {exc.strerror or exc}") from exc
-    try:
-        # utf-8-sig: spreadsheets save UTF-8 with a byte-order mark.
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{source} line {line}: not UTF-8 text (save the file as CSV UTF-8)") from None
-    # The load allocates ~10^6 objects that all live on; generational GC passes over them
-    # are pure cost (~15 % of the load), so collection waits until the registry is built.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        items, lines = _read_rows(text, source)
-        return Registry._from_file(items, source, lines)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _read_rows(text: str, source: str) -> tuple[list[Agency], list[int]]:
-    """The agencies in a registry file's text, and the line each was on."""
-    has_comments = text.startswith("#") or "\n#" in text or "\r#" in text
-    reader = csv.reader(
-        _without_comments(text) if has_comments else io.StringIO(text, newline=""), strict=True
-    )
-    header = list(CSV_HEADER)
-    try:
-        for row in reader:
-            if row:
-                break
-        else:
-            raise ConfigError(f"{source}: the file is empty; the first line must be {','.join(CSV_HEADER)}")
-        if row != header:
-            raise ConfigError(
-                f"{source} line {reader.line_num}: the header must be exactly {','.join(CSV_HEADER)}"
-                f" (found {_quote(','.join(row)[:200])})"
-            )
-
-        items: list[Agency] = []
-        lines: list[int] = []
-        networks, clearances, states = _NETWORKS, _CLEARANCES, _STATES
-        from_iso = date.fromisoformat
-        append_item, append_line = items.append, lines.append
-        for row in reader:
-            # The hot loop: 120,000 rows in well under a second, so only dict look-ups and one constructor.
-            try:
-                code, name, network, parent, clearance, state, successor, retired_on = row
-            except ValueError:
-                if not any(row):
-                    continue  # a blank line, or a spreadsheet's empty row
-                raise ConfigError(
-                    f"{source} line {reader.line_num}: has {_plural(len(row), 'cell')}; "
-                    f"expected {len(CSV_HEADER)} ({','.join(CSV_HEADER)})"
-                ) from None
-            if not code and not any(row):
-                continue
-            net = networks.get(network)
-            level = clearances.get(clearance)
-            status = states.get(state)
-            try:
-                if net is None or level is None or status is None:
-                    # Tolerate spaces a spreadsheet or a hand edit left around a word.
-                    net, level, status = (
-                        networks[network.strip()],
-                        clearances[clearance.strip()],
-                        states[state.strip()],
-                    )
-                day = from_iso(retired_on.strip()) if retired_on else None
-            except (KeyError, ValueError):
-                raise ConfigError(f"{source} line {reader.line_num}: {_cell_problem(row)}") from None
-            append_item(
-                Agency(
-                    code.strip(),
-                    name.strip(),
-                    net,
-                    parent.strip() or None,
-                    level,
-                    status,
-                    successor.strip() or None,
-                    day,
-                )
-            )
-            append_line(reader.line_num)
-    except csv.Error as exc:
-        raise ConfigError(f"{source} line {reader.line_num}: not valid CSV ({exc})") from None
-    return items, lines
-
-
-def write_registry(path: Path, agencies: Iterable[Agency]) -> None:
-    """Write ``agencies`` in the :func:`load_registry` format, atomically (temp file, then ``os.replace``).
-
-    The agencies are checked as a :class:`Registry` first, so a file that would not load is never
-    written. Comments in a previous version of the file are not kept.
-    """
-    items = list(agencies)
-    Registry(items)
-    try:
-        _write_atomically(path, items)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the registry file {path}: {exc.strerror or exc}") from exc
-
-
-def _write_atomically(path: Path, items: list[Agency]) -> None:
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # Keep the permissions of the file being replaced; mkstemp's 0600 could lock the gateway out.
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        os.fchmod(fd, mode)
-        with open(fd, "w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(CSV_HEADER)
-            writer.writerows(
-                (
-                    agency.code,
-                    agency.name,
-                    agency.network.value,
-                    agency.parent or "",
-                    agency.clearance.slug,
-                    agency.state.value,
-                    agency.successor or "",
-                    agency.retired_on.isoformat() if agency.retired_on else "",
-                )
-                for agency in items
-            )
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable, so a crash cannot bring back the old file.
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 _GOV, _PARTY, _FRONT = Network.GOVERNMENT, Network.PARTY, Network.FRONT

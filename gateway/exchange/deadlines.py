@@ -4,14 +4,13 @@ in the trace, so an operator can phone the recipient before it is too late."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.domain.clock import Clock
-from gateway.exchange.ports import AtRisk, NewEvent, Store
+from gateway.exchange.ports import AtRisk, DeadlineStore, NewEvent
 
 log = logging.getLogger(__name__)
 VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -64,7 +63,7 @@ class DeadlineWatcher:
 
     def __init__(
         self,
-        store: Store,
+        store: DeadlineStore,
         clock: Clock,
         *,
         warn_before: timedelta = WARN_BEFORE,
@@ -73,9 +72,10 @@ class DeadlineWatcher:
         self._store = store
         self._clock = clock
         self._warn_before = warn_before
-        self._interval = interval
+        self.interval = interval  # seconds between checks, as the node runs them
 
     async def check_once(self) -> list[NewEvent]:
+        """Flag what is newly at risk now, in one write; returns the flags written."""
         now = self._clock.now()
         events = []
         for risk in await self._store.deadlines_at_risk(until=now + self._warn_before):
@@ -100,11 +100,3 @@ class DeadlineWatcher:
             await self._store.add_events(events)
             log.warning("%d deliveries at risk of missing their deadline", len(events))
         return events
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.check_once()
-            except Exception:
-                log.exception("deadline check failed; trying again at the next interval")
-            await asyncio.sleep(self._interval)

@@ -14,7 +14,6 @@ with ``prometheus_client``'s own parser, which is what a scraper would do.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -25,8 +24,7 @@ from pathlib import Path
 from cryptography import x509
 
 from gateway.operators.readmodel import FeedEvent, Oversight, QueueDepth
-
-log = logging.getLogger(__name__)
+from gateway.pki.inventory import OPERATOR_PREFIX
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 FAILURE_KINDS = ("quarantined", "failed", "recipient_failed")
@@ -53,7 +51,7 @@ class EventFeed:
         self._source = source
         self._writer = writer
         self._observers = list(observers)
-        self._interval = interval
+        self.interval = interval  # seconds between polls, as the node runs them
         self._batch = batch
         self._seq: int | None = None
         self._lock = asyncio.Lock()
@@ -74,14 +72,6 @@ class EventFeed:
                     observe(mine)
                 self._seq = events[-1].seq
                 seen += len(events)
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.poll()
-            except Exception:
-                log.exception("reading the delivery log for metrics and logs failed; trying again")
-            await asyncio.sleep(self._interval)
 
 
 @dataclass
@@ -310,7 +300,7 @@ _CERT_FILES: tuple[tuple[str, Callable[[tuple[str, ...]], tuple[str, str]]], ...
     ("networks/*/ca.crt", lambda p: (f"CA.{p[-2].upper()}", "ca")),
     ("networks/*/adapter/*.crt", lambda p: (f"ADAPTER.{p[-3].upper()}", p[-1][:-4])),
     ("server/tls.crt", lambda p: ("gateway", "tls")),
-    ("operators/*/tls.crt", lambda p: (f"OPERATOR.{p[-2]}", "tls")),
+    ("operators/*/tls.crt", lambda p: (OPERATOR_PREFIX + p[-2], "tls")),
     ("agencies/*/*.crt", lambda p: (p[-2], p[-1][:-4])),
 )
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from html import escape
 from urllib.parse import urlencode
 
-from gateway.audit.log import SignedHead
+from gateway.audit.heads import SignedHead
 from gateway.domain.vocabulary import Classification, DeliveryState, Network
 from gateway.exchange.deadlines import WARN_BEFORE, flag_kind
 from gateway.exchange.mailbox import STATUS_MEANING

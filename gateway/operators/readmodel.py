@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from gateway.audit.log import AuditLog, AuditRecord, SignedHead
+from gateway.audit.heads import SignedHead
+from gateway.audit.log import AuditRecord
+from gateway.audit.signer import AuditLog
 from gateway.exchange.ports import AtRisk, DeliveryRecord, DocumentRecord, EventRecord
 
 

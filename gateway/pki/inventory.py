@@ -7,34 +7,28 @@ lifecycle (its *slot*): ``active`` (what new work uses; its files sit at the usu
 decryption). Revocation is recorded on top of any slot. The *state* shown to an officer is
 derived from slot, revocation, overlap and validity at a given time.
 
-Pure: no files and no clock (``gateway.infra.files.dev_ca`` does the I/O); the watcher at the
-end takes its inspection and its event log as arguments.
+Pure: no files and no clock (``gateway.infra.files.dev_ca`` does the I/O). What the records
+mean for the delivery log is in ``gateway.pki.events``; what needs an officer, in
+``gateway.pki.problems``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any
 
-from cryptography import x509
-
-from gateway.crypto.pki import CertificateRejected, Role, TrustAnchors
-from gateway.domain.clock import Clock
+from gateway.crypto.pki import Role
 from gateway.domain.vocabulary import Network
 from gateway.errors import BadRequest, ConfigError, NotFound
-from gateway.exchange.ports import EventRecord, NewEvent
-
-log = logging.getLogger(__name__)
 
 INVENTORY_VERSION = 1
 ROOT_OWNER = "ROOT.CA"
-DEFAULT_WARNING = timedelta(days=30)
-DAILY = 24 * 3600.0
+# An operator's console certificate is CN=OPERATOR.<name>: how the console recognises one, and
+# the owner code the inventory records it under (its files: operators/<name>/).
+OPERATOR_PREFIX = "OPERATOR."
 # Shortest serial prefix an officer may type: long enough that a slip names no other certificate.
 MIN_SERIAL_PREFIX = 8
 
@@ -249,6 +243,11 @@ def normalise_serial(text: str) -> str:
     return value
 
 
+def superseded(record: CertRecord, *, successor: str | None, crt: str, key: str, at: datetime) -> CertRecord:
+    """``record`` moved aside: retired from ``at`` (the end of its overlap), files at ``crt``/``key``."""
+    return replace(record, slot=Slot.RETIRED, successor=successor, retire_at=at, crt=crt, key=key)
+
+
 # --- what a running gateway consults -------------------------------------------------------------
 
 
@@ -278,192 +277,3 @@ class Standing:
         if limit is None or role not in limit[2] or at < limit[0]:
             return None
         return limit[1]
-
-
-# --- events -------------------------------------------------------------------------------------
-
-
-def cert_event(kind: str, record: CertRecord, *, at: datetime, by: str, **extra: Any) -> NewEvent:
-    """A certificate event for the delivery log (``document`` is None: it concerns no one document)."""
-    detail: dict[str, Any] = {
-        "code": record.owner,
-        "role": record.role.value,
-        "serial": record.serial,
-        "fingerprint": record.fingerprint,
-        "not_after": iso(record.not_after),
-        "by": by,
-    }
-    detail.update({k: v for k, v in extra.items() if v is not None})
-    return NewEvent(kind, at, None, None, record.network.value if record.network else None, detail)
-
-
-def signer_revoked_events(
-    verified: Iterable[EventRecord], record: CertRecord, *, at: datetime, by: str
-) -> list[NewEvent]:
-    """One trace entry per document signed with ``record`` before its revocation: it stays
-    verifiable (it was signed while the certificate was good), and its trace says what happened since."""
-    assert record.revocation is not None
-    out: list[NewEvent] = []
-    for e in verified:
-        if e.document is None or e.at >= record.revocation.at:
-            continue
-        detail = {
-            "serial": record.serial,
-            "fingerprint": record.fingerprint,
-            "revoked_at": iso(record.revocation.at),
-            "reason": record.revocation.reason,
-            "by": by,
-            "signed_before_revocation": True,
-        }
-        out.append(NewEvent("signer_revoked", at, e.document, None, e.network, detail))
-    return out
-
-
-# --- checks -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A certificate that needs an officer: ``expiring``, ``expired``, ``chain_broken`` or ``missing``."""
-
-    kind: str
-    owner: str
-    role: Role
-    serial: str | None
-    message: str
-    record: CertRecord | None = None
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "problem": self.kind,
-            "code": self.owner,
-            "role": self.role.value,
-            "serial": self.serial,
-            "message": self.message,
-        }
-
-
-def find_problems(
-    inventory: Inventory,
-    certificates: Mapping[str, x509.Certificate | None],
-    anchors: TrustAnchors | None,
-    *,
-    now: datetime,
-    within: timedelta,
-    expected: Iterable[tuple[str, Role]] = (),
-) -> list[Problem]:
-    """Active and next certificates that expire within ``within`` (or have), or whose chain is
-    broken; and every expected (owner, role) without an active certificate.
-
-    ``certificates`` maps fingerprints to what the record's file holds now (None: unreadable).
-    """
-    problems: list[Problem] = []
-    for r in inventory:
-        if r.slot is Slot.RETIRED or r.state(now) is CertState.REVOKED:
-            continue
-        who = f"{r.owner} {r.role.value} certificate {r.serial}"
-        if r.state(now) is CertState.EXPIRED:
-            problems.append(
-                Problem("expired", r.owner, r.role, r.serial, f"{who} expired on {iso(r.not_after)}", r)
-            )
-            continue
-        if r.not_after - now <= within:
-            days = (r.not_after - now).total_seconds() / 86400
-            message = f"{who} expires on {iso(r.not_after)} (in {days:.0f} days)"
-            problems.append(Problem("expiring", r.owner, r.role, r.serial, message, r))
-        if r.kind is OwnerKind.CA or anchors is None:
-            continue  # CAs are checked when the anchors are built
-        cert = certificates.get(r.fingerprint)
-        if cert is None:
-            message = f"{who}: its file {r.crt} is missing or no longer holds it"
-            problems.append(Problem("chain_broken", r.owner, r.role, r.serial, message, r))
-            continue
-        try:
-            anchors.verify(cert, role=r.role, at=now)
-        except CertificateRejected as exc:
-            message = f"{who} does not chain to this PKI's CAs: {exc.message}"
-            problems.append(Problem("chain_broken", r.owner, r.role, r.serial, message, r))
-    for owner, role in expected:
-        if inventory.holding(owner, role, Slot.ACTIVE) is None:
-            message = f"{owner} has no active {role.value} certificate (issue one with `gateway certs issue`)"
-            problems.append(Problem("missing", owner, role, None, message))
-    return problems
-
-
-def expiry_events(
-    problems: Iterable[Problem], logged: set[tuple[str, str]], *, at: datetime, by: str
-) -> list[NewEvent]:
-    """``cert_expiring`` / ``cert_expired`` for problems not yet in the log (once per certificate)."""
-    out: list[NewEvent] = []
-    for p in problems:
-        kind = {"expiring": "cert_expiring", "expired": "cert_expired"}.get(p.kind)
-        if kind is None or p.record is None or (kind, p.record.serial) in logged:
-            continue
-        logged.add((kind, p.record.serial))
-        out.append(cert_event(kind, p.record, at=at, by=by, state=p.record.state(at).value))
-    return out
-
-
-class CertificateLog(Protocol):
-    """The part of the store certificate events need (``SqlStore`` has it)."""
-
-    async def add_events(self, events: Sequence[NewEvent]) -> None: ...
-
-    async def events_where(
-        self, *, kind_prefix: str, detail_contains: str | None = None, limit: int = 100_000
-    ) -> list[EventRecord]: ...
-
-
-async def log_expiry(problems: Sequence[Problem], store: CertificateLog, *, at: datetime, by: str) -> int:
-    """Record expiry problems in the delivery log, each certificate once; returns how many were new.
-
-    Only within the standard warning window: an officer looking further ahead (``--within``)
-    must not use up the one warning the log keeps for when it matters."""
-    due = [p for p in problems if p.record is not None and p.record.not_after - at <= DEFAULT_WARNING]
-    if not due:
-        return 0
-    seen = await store.events_where(kind_prefix="cert_expir")
-    logged = {(e.kind, str(e.detail.get("serial"))) for e in seen}
-    events = expiry_events(due, logged, at=at, by=by)
-    if events:
-        await store.add_events(events)
-    return len(events)
-
-
-class CertificateWatch:
-    """What ``gateway serve`` does at start and then daily: warn about certificates that need an
-    officer, in the log and (expiry, once per certificate) in the delivery log."""
-
-    def __init__(
-        self,
-        inspect: Callable[[datetime], list[Problem]],
-        store: CertificateLog,
-        clock: Clock,
-        *,
-        interval: float = DAILY,
-    ) -> None:
-        self._inspect = inspect
-        self._store = store
-        self._clock = clock
-        self._interval = interval
-
-    async def check_once(self) -> list[Problem]:
-        now = self._clock.now()
-        problems = await asyncio.to_thread(self._inspect, now)
-        for p in problems:
-            log.warning("certificate %s: %s", p.kind, p.message)
-        await log_expiry(problems, self._store, at=now, by="gateway serve")
-        return problems
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.check_once()
-            except Exception:
-                log.exception("certificate check failed; trying again at the next interval")
-            await asyncio.sleep(self._interval)
-
-
-def superseded(record: CertRecord, *, successor: str | None, crt: str, key: str, at: datetime) -> CertRecord:
-    """``record`` moved aside: retired from ``at`` (the end of its overlap), files at ``crt``/``key``."""
-    return replace(record, slot=Slot.RETIRED, successor=successor, retire_at=at, crt=crt, key=key)

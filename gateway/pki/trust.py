@@ -19,10 +19,10 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from gateway.crypto.pki import CertIdentity, CertificateRejected, Role, TrustAnchors
+from gateway.crypto.pki import CertIdentity, Role, TrustAnchors
 from gateway.domain.agencies import Registry
 from gateway.domain.vocabulary import Network, adapter_code
-from gateway.errors import CryptoError, DeliveryError, SignerNotTrusted, Unauthenticated
+from gateway.errors import CertificateRejected, CryptoError, DeliveryError, SignerNotTrusted, Unauthenticated
 from gateway.pki.inventory import Standing
 
 

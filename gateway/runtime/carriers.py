@@ -56,8 +56,8 @@ def _start_worker(certs_dir: str, registry_path: str, networks: tuple[str, ...],
     # killed while this worker was still starting (seen: SIGKILL during the first carry).
     _exit_with_parent(parent)
     # Keys are loaded once per worker process: parsing PEM per document would cost 40x.
-    from gateway.domain.agencies import load_registry
     from gateway.infra.files.keys import file_trust, load_seal_key
+    from gateway.infra.files.registry_csv import load_registry
 
     trust = file_trust(Path(certs_dir), load_registry(Path(registry_path)))
     for network in map(Network, networks):

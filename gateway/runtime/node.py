@@ -16,9 +16,9 @@ from aiohttp import web
 from cryptography import x509
 
 from gateway.adapters.network import NetworkAdapter
-from gateway.audit.log import HeadSigner
+from gateway.audit.signer import HeadSigner
 from gateway.crypto.pki import PrivateKey
-from gateway.domain.agencies import DEMO_AGENCIES, AgencyState, Registry, load_registry, write_registry
+from gateway.domain.agencies import DEMO_AGENCIES, AgencyState, Registry
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.vocabulary import Network
 from gateway.errors import CryptoError, GatewayError
@@ -31,25 +31,28 @@ from gateway.exchange.ports import RouteJob
 from gateway.exchange.ratelimit import Limit, SubmissionLimiter
 from gateway.http.api import Api, make_app, server_tls_context
 from gateway.http.console import Console
-from gateway.infra.files.dev_ca import FOUND_BY, CertOffice
+from gateway.infra.files.dev_ca import CertOffice
 from gateway.infra.files.keys import file_trust, load_seal_key
 from gateway.infra.files.pki_dir import (
     ADAPTER_ROLES,
-    ensure_dev_pki,
     inventory_path,
     load_key_pair,
     load_trust_anchors,
     server_paths,
 )
+from gateway.infra.files.pki_init import ensure_dev_pki
+from gateway.infra.files.pki_scan import FOUND_BY
+from gateway.infra.files.registry_csv import load_registry, write_registry
 from gateway.infra.peers import PeerLinks
 from gateway.infra.sql.notify import WorkListener, listener_dsn
 from gateway.infra.sql.reads import SqlOversight
 from gateway.infra.sql.store import SqlStore
 from gateway.operators.logs import EventLines
 from gateway.operators.metrics import EventFeed, Metrics
-from gateway.pki.inventory import DEFAULT_WARNING, CertificateWatch, Problem
+from gateway.pki.problems import DEFAULT_WARNING, CertificateWatch, Problem
 from gateway.runtime.carriers import ProcessCarrier, ThreadCarrier
 from gateway.runtime.config import CONFIG_FILE, DEFAULT_CONFIG, Config, load_config
+from gateway.runtime.supervise import start_every
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +210,7 @@ class Node:
 
     def _wire_oversight(self, served: tuple[Network, ...]) -> None:
         """The delivery log's signer, the metrics and JSON event lines fed from the log, the console."""
-        self.oversight = SqlOversight(self.store)
+        self.oversight = SqlOversight(self.store.database)
         # The head is signed by the adapter of the government network (of this network, when federated).
         sealer = self.config.network or Network.GOVERNMENT
 
@@ -272,14 +275,6 @@ class Node:
         log.info("certificates reloaded: new work uses the active seal keys and TLS certificate")
         return True
 
-    async def _watch_certificates(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                await self.reload_certificates()
-            except Exception:
-                log.exception("reloading certificates failed; trying again")
-
     def app(self) -> web.Application:
         app = make_app(self.api, max_bytes=self.config.max_package_bytes)
         self.console.install(app)
@@ -309,16 +304,32 @@ class Node:
             self._listener = WorkListener(dsn, wake)
             self._listener.start()
         self._courier_task = asyncio.create_task(self.courier.run(), name="courier")
-        self._deadline_task = asyncio.create_task(self.deadlines.run(), name="deadlines")
+        deadlines, certificates, feed, signer = self.deadlines, self.certificates, self.feed, self.head_signer
+        self._deadline_task = start_every(
+            "deadlines", deadlines.interval, deadlines.check_once,
+            failure="deadline check failed; trying again at the next interval",
+        )  # fmt: skip
         self._cert_tasks = [
-            asyncio.create_task(self._watch_certificates(), name="certificate-reload"),
-            asyncio.create_task(self.certificates.run(), name="certificate-expiry"),
-        ]
-        await self.feed.poll()  # metrics and event lines count from here on
+            start_every(
+                "certificate-reload", 1.0, self.reload_certificates, first="sleep",  # just loaded
+                failure="reloading certificates failed; trying again",
+            ),
+            start_every(
+                "certificate-expiry", certificates.interval, certificates.check_once,
+                failure="certificate check failed; trying again at the next interval",
+            ),
+        ]  # fmt: skip
+        await feed.poll()  # metrics and event lines count from here on
         self._oversight_tasks = [
-            asyncio.create_task(self.feed.run(), name="event-feed"),
-            asyncio.create_task(self.head_signer.run(), name="audit-head"),
-        ]
+            start_every(
+                "event-feed", feed.interval, feed.poll,
+                failure="reading the delivery log for metrics and logs failed; trying again",
+            ),
+            start_every(
+                "audit-head", signer.interval, signer.sign_once, first="sleep",  # and once more at stop
+                failure="signing the audit head failed; trying again at the next interval",
+            ),
+        ]  # fmt: skip
         log.info("gateway node %s listening on https://%s:%d", self.config.node, self.config.host, self.port)
         return self.port
 

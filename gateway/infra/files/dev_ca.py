@@ -7,8 +7,7 @@ that is how an agency keeps the keys that decrypt what was encrypted to it befor
 
 Every change holds the inventory lock, writes the new key, then the new certificate, then the
 inventory last: the inventory is the commit point a running gateway watches. What is on disk
-but not in the inventory (``gateway init`` made it, or a crash came between the files and the
-inventory) is recorded when next seen.
+but not in the inventory is recorded when next seen (``gateway.infra.files.pki_scan``).
 """
 
 from __future__ import annotations
@@ -23,109 +22,43 @@ from pathlib import Path
 
 from cryptography import x509
 
-from gateway.crypto.pki import (
-    KeyType,
-    PrivateKey,
-    Role,
-    cert_pem,
-    fingerprint,
-    generate_key,
-    key_label,
-    key_pem,
-    make_leaf,
-)
-from gateway.domain.agencies import AgencyCode, Registry
+from gateway.crypto.issuing import generate_key, make_leaf
+from gateway.crypto.pki import KeyType, PrivateKey, Role, cert_pem, fingerprint, key_pem
+from gateway.domain.agencies import Registry
 from gateway.domain.vocabulary import Network, adapter_code
-from gateway.errors import BadRequest, ConfigError, CryptoError, NotFound
+from gateway.errors import BadRequest, CryptoError
 from gateway.exchange.ports import NewEvent
+from gateway.infra.files.atomic import make_dirs, write_atomic
+from gateway.infra.files.owners import Owner, find_owner
 from gateway.infra.files.pki_dir import (
-    ADAPTER_ROLES,
     AGENCY_ROLES,
     BASIC_ADAPTER_ROLES,
-    LEAF_DAYS,
     SERVER_CODE,
-    SERVER_DNS,
-    SERVER_IPS,
-    SERVER_NETWORK,
-    adapter_paths,
-    agency_paths,
     ca_paths,
     load_key_pair,
     load_trust_anchors,
-    make_dirs,
     next_paths,
     read_certs,
     read_inventory,
     retired_paths,
-    root_paths,
-    server_paths,
-    write_atomic,
     write_inventory,
 )
+from gateway.infra.files.pki_init import LEAF_DAYS, SERVER_DNS, SERVER_IPS
+from gateway.infra.files.pki_scan import cert_record, read_cert, reconcile, relative
+from gateway.pki.events import cert_event
 from gateway.pki.inventory import (
     ROOT_OWNER,
     CertRecord,
     CertState,
     Inventory,
     OwnerKind,
-    Problem,
     Revocation,
     Slot,
-    ca_owner,
-    cert_event,
-    find_problems,
     iso,
     serial_hex,
     superseded,
 )
-
-FOUND_BY = "gateway init"  # who made what is found on disk but not yet in the inventory
-OPERATOR_PREFIX = "OPERATOR."  # as gateway.http.console names operators (CN); their files: operators/<name>/
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Who holds leaf certificates: an agency, a network adapter, or the gateway's HTTPS server."""
-
-    code: str
-    kind: OwnerKind
-    network: Network
-    name: str
-    roles: tuple[Role, ...]
-
-    def paths(self, certs_dir: Path, role: Role) -> tuple[Path, Path]:
-        if role not in self.roles:
-            have = ", ".join(r.value for r in self.roles)
-            raise BadRequest(f"{self.code} has no {role.value} certificate (its roles: {have})")
-        if self.kind is OwnerKind.ADAPTER:
-            return adapter_paths(certs_dir, self.network, role)
-        if self.kind is OwnerKind.SERVER:
-            return server_paths(certs_dir)
-        return agency_paths(certs_dir, self.code, role)
-
-
-def find_owner(code: str, registry: Registry) -> Owner:
-    """``ADAPTER.PARTY`` (…GOVERNMENT, …FRONT), ``gateway`` (the HTTPS server) or an active agency."""
-    text = code.strip()
-    for network in Network:
-        if text.upper() == adapter_code(network):
-            return Owner(
-                adapter_code(network), OwnerKind.ADAPTER, network, f"Adapter {network.value}", ADAPTER_ROLES
-            )
-    if text.lower() == SERVER_CODE:
-        return Owner(SERVER_CODE, OwnerKind.SERVER, SERVER_NETWORK, "edXML gateway", (Role.TLS,))
-    if text.upper().startswith("ADAPTER."):
-        known = ", ".join(adapter_code(n) for n in Network)
-        raise BadRequest(f"no network adapter {text!r}; the adapters are {known}")
-    agency = registry.get(AgencyCode.parse(text).value)
-    if agency is None:
-        raise NotFound(f"no agency {text} in the registry")
-    if not agency.active:
-        raise BadRequest(
-            f"agency {agency.code} is retired (successor {agency.successor or '-'}); "
-            "it gets no new certificates"
-        )
-    return Owner(agency.code, OwnerKind.AGENCY, agency.network, agency.name, AGENCY_ROLES)
+from gateway.pki.problems import Problem, find_problems
 
 
 @dataclass
@@ -164,7 +97,7 @@ class CertOffice:
         certificates: dict[str, x509.Certificate | None] = {}
         for r in inventory:
             if r.slot is not Slot.RETIRED and r.kind is not OwnerKind.CA:
-                cert = self._read_cert(self._abs(r.crt))
+                cert = read_cert(self._abs(r.crt))
                 certificates[r.fingerprint] = cert if cert and fingerprint(cert) == r.fingerprint else None
         expected = [(a.code, role) for a in self._registry if a.active for role in AGENCY_ROLES]
         expected += [(adapter_code(n), role) for n in Network for role in BASIC_ADAPTER_ROLES]
@@ -222,7 +155,7 @@ class CertOffice:
             if slot is Slot.NEXT:
                 crt, key_path = next_paths(crt, serial_hex(cert.serial_number))
             self._write_pair(crt, key_path, cert, key, owner.network)
-            record = self._record(owner.code, owner.kind, owner.network, role, cert, crt, key_path, slot)
+            record = self._record(owner, role, cert, crt, key_path, slot)
             inventory.put(record)
             self._save(inventory)
         change.records.append(record)
@@ -310,14 +243,16 @@ class CertOffice:
         if fingerprint(current) != active.fingerprint:
             raise CryptoError(f"{crt} changed while rotating; run the command again")
         kept_crt, kept_key = retired_paths(crt, active.serial)
-        write_atomic(kept_key, key_path.read_bytes(), 0o600)
-        write_atomic(kept_crt, crt.read_bytes(), 0o644)
+        write_atomic(kept_key, key_path.read_bytes(), 0o600, private_dir=True)
+        write_atomic(kept_crt, crt.read_bytes(), 0o644, private_dir=True)
         staged = self._staged(inventory, owner.code, role)
         if staged is not None:
             staged_crt, staged_key = self._abs(staged.crt), self._abs(staged.key)
             load_key_pair(staged_crt, staged_key)
-            write_atomic(key_path, staged_key.read_bytes(), 0o600)  # key first: see load_key_pair
-            write_atomic(crt, staged_crt.read_bytes(), 0o644)
+            write_atomic(
+                key_path, staged_key.read_bytes(), 0o600, private_dir=True
+            )  # key first: see load_key_pair
+            write_atomic(crt, staged_crt.read_bytes(), 0o644, private_dir=True)
             staged_crt.unlink()
             staged_key.unlink()
             new = replace(staged, slot=Slot.ACTIVE, crt=self._rel(crt), key=self._rel(key_path))
@@ -325,7 +260,7 @@ class CertOffice:
             key = generate_key(key_type or _key_type(active.key_type))
             cert = self._make(owner, role, key, days or LEAF_DAYS)
             self._write_pair(crt, key_path, cert, key, owner.network)
-            new = self._record(owner.code, owner.kind, owner.network, role, cert, crt, key_path, Slot.ACTIVE)
+            new = self._record(owner, role, cert, crt, key_path, Slot.ACTIVE)
         new = replace(new, predecessor=active.serial)
         until = self.now + overlap
         inventory.put(
@@ -353,8 +288,8 @@ class CertOffice:
         base = crt if record.slot is Slot.ACTIVE else crt.parent.parent / f"{record.role.value}.crt"
         kept_crt, kept_key = retired_paths(base, record.serial)
         if crt.exists() and key_path.exists():
-            write_atomic(kept_key, key_path.read_bytes(), 0o600)
-            write_atomic(kept_crt, crt.read_bytes(), 0o644)
+            write_atomic(kept_key, key_path.read_bytes(), 0o600, private_dir=True)
+            write_atomic(kept_crt, crt.read_bytes(), 0o644, private_dir=True)
             key_path.unlink()
             crt.unlink()
         inventory.put(
@@ -382,39 +317,17 @@ class CertOffice:
         self, crt: Path, key_path: Path, cert: x509.Certificate, key: PrivateKey, network: Network
     ) -> None:
         ca_cert = read_certs(ca_paths(self._dir, network)[0])[0]
-        write_atomic(key_path, key_pem(key), 0o600)  # key first: see load_key_pair
-        write_atomic(crt, cert_pem(cert) + cert_pem(ca_cert), 0o644)
+        write_atomic(key_path, key_pem(key), 0o600, private_dir=True)  # key first: see load_key_pair
+        write_atomic(crt, cert_pem(cert) + cert_pem(ca_cert), 0o644, private_dir=True)
 
     def _record(
-        self,
-        owner: str,
-        kind: OwnerKind,
-        network: Network | None,
-        role: Role,
-        cert: x509.Certificate,
-        crt: Path,
-        key_path: Path,
-        slot: Slot,
-        *,
-        found: bool = False,
+        self, owner: Owner, role: Role, cert: x509.Certificate, crt: Path, key_path: Path, slot: Slot
     ) -> CertRecord:
-        """A record of ``cert``: issued now by this officer, or ``found`` on disk (made by init)."""
-        return CertRecord(
-            owner=owner,
-            kind=kind,
-            network=network,
-            role=role,
-            serial=serial_hex(cert.serial_number),
-            fingerprint=fingerprint(cert),
-            key_type=key_label(cert),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            crt=self._rel(crt),
-            key=self._rel(key_path),
-            slot=slot,
-            issued_at=cert.not_valid_before_utc if found else self.now,
-            issued_by=FOUND_BY if found else self.by,
-        )
+        """A record of ``cert``, issued now by this officer."""
+        return cert_record(
+            self._dir, owner.code, owner.kind, owner.network, role, cert, crt, key_path, slot,
+            issued_at=self.now, issued_by=self.by,
+        )  # fmt: skip
 
     def _staged(self, inventory: Inventory, owner: str, role: Role) -> CertRecord | None:
         staged = inventory.holding(owner, role, Slot.NEXT)
@@ -440,85 +353,18 @@ class CertOffice:
     def _load(self) -> tuple[Inventory, list[CertRecord]]:
         inventory = read_inventory(self._dir)
         self._seen = inventory.copy()
-        return inventory, self._reconcile(inventory)
+        return inventory, reconcile(self._dir, inventory, now=self.now)
 
     def _save(self, inventory: Inventory) -> None:
         if inventory != self._seen:
             write_inventory(self._dir, inventory)
             self._seen = inventory.copy()
 
-    def _reconcile(self, inventory: Inventory) -> list[CertRecord]:
-        """Record the active files the inventory does not know yet; returns those records."""
-        found: list[CertRecord] = []
-        networks = self._ca_networks()
-        for owner, kind, network, role, crt, key_path in self._on_disk():
-            cert = self._read_cert(crt)
-            if cert is None:
-                continue
-            fp = fingerprint(cert)
-            current = inventory.holding(owner, role, Slot.ACTIVE)
-            if current is not None and current.fingerprint == fp:
-                continue
-            serial = serial_hex(cert.serial_number)
-            if current is not None:  # replaced outside these commands: its files are gone
-                inventory.put(superseded(current, successor=serial, crt="", key="", at=self.now))
-            known = inventory.by_fingerprint(fp)
-            if known is not None:  # e.g. a crash between moving files and writing the inventory
-                record = replace(known, slot=Slot.ACTIVE, crt=self._rel(crt), key=self._rel(key_path))
-            else:
-                net = network or networks.get(cert.issuer)
-                record = self._record(owner, kind, net, role, cert, crt, key_path, Slot.ACTIVE, found=True)
-                found.append(record)
-            inventory.put(record)
-        return found
-
-    def _on_disk(self) -> Iterator[tuple[str, OwnerKind, Network | None, Role, Path, Path]]:
-        yield (ROOT_OWNER, OwnerKind.CA, None, Role.CA, *root_paths(self._dir))
-        for n in Network:
-            yield (ca_owner(n), OwnerKind.CA, n, Role.CA, *ca_paths(self._dir, n))
-        for n in Network:
-            for role in ADAPTER_ROLES:
-                yield (adapter_code(n), OwnerKind.ADAPTER, n, role, *adapter_paths(self._dir, n, role))
-        yield (SERVER_CODE, OwnerKind.SERVER, SERVER_NETWORK, Role.TLS, *server_paths(self._dir))
-        operators = self._dir / "operators"
-        for sub in sorted(operators.iterdir()) if operators.is_dir() else ():
-            # Recorded so that `certs list` shows them and `certs revoke` can stop one.
-            yield (
-                OPERATOR_PREFIX + sub.name,
-                OwnerKind.OPERATOR,
-                None,
-                Role.TLS,
-                sub / "tls.crt",
-                sub / "tls.key",
-            )
-        agencies = self._dir / "agencies"
-        for sub in sorted(agencies.iterdir()) if agencies.is_dir() else ():
-            for role in AGENCY_ROLES:
-                try:
-                    paths = agency_paths(self._dir, sub.name, role)
-                except ConfigError:
-                    break  # not an agency's directory
-                yield (sub.name, OwnerKind.AGENCY, None, role, *paths)
-
-    def _ca_networks(self) -> dict[x509.Name, Network]:
-        """Each network CA's subject, to tell which network a found certificate belongs to."""
-        cas = {n: self._read_cert(ca_paths(self._dir, n)[0]) for n in Network}
-        return {ca.subject: n for n, ca in cas.items() if ca is not None}
-
-    @staticmethod
-    def _read_cert(path: Path) -> x509.Certificate | None:
-        if not path.is_file():
-            return None
-        try:
-            return read_certs(path)[0]
-        except CryptoError:
-            return None
-
     def _abs(self, rel: str) -> Path:
         return self._dir / rel
 
     def _rel(self, path: Path) -> str:
-        return str(path.relative_to(self._dir))
+        return relative(self._dir, path)
 
 
 def _key_type(label: str) -> KeyType:
