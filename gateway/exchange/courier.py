@@ -24,7 +24,7 @@ from gateway.domain.clock import Clock
 from gateway.domain.edxml import parse_xml
 from gateway.domain.vocabulary import Network
 from gateway.errors import ClientError, DeliveryError, PeerUnavailable
-from gateway.exchange.ports import Carried, NewEvent, Peers, RouteJob, Store
+from gateway.exchange.ports import Carried, CourierStore, NewEvent, Peers, RouteJob
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Courier:
 
     def __init__(
         self,
-        store: Store,
+        store: CourierStore,
         carrier: Carrier,
         clock: Clock,
         *,

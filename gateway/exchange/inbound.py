@@ -25,7 +25,7 @@ from gateway.domain.transfer import Transfer
 from gateway.domain.vocabulary import Classification, Network, StatusCode
 from gateway.errors import ClientError, DeliveryError, Forbidden, GatewayError
 from gateway.exchange.intake import SENDER_SIGNATURE_AT
-from gateway.exchange.ports import NewDelivery, NewDocument, NewEvent, NewRoute, Store
+from gateway.exchange.ports import InboundStore, NewDelivery, NewDocument, NewEvent, NewRoute
 
 XENC_DATA = "{http://www.w3.org/2001/04/xmlenc#}EncryptedData"
 
@@ -42,7 +42,7 @@ class Crossing:
         adapter: NetworkAdapter,
         peers: set[Network],
         registry: Registry,
-        store: Store,
+        store: InboundStore,
         trust: Trust,
         clock: Clock,
     ) -> None:

@@ -34,10 +34,12 @@ from gateway.errors import (
     NotFound,
     ReceiptMismatch,
     SenderMismatch,
+    SignatureInvalid,
+    SignatureRejected,
     SignerNotTrusted,
 )
 from gateway.exchange.deadlines import due_at
-from gateway.exchange.ports import DocumentRecord, NewDelivery, NewDocument, NewEvent, NewRoute, Store
+from gateway.exchange.ports import DocumentRecord, IntakeStore, NewDelivery, NewDocument, NewEvent, NewRoute
 
 SENDER_SIGNATURE_AT = f"./{{{NS}}}edXMLHeader/"
 
@@ -66,6 +68,16 @@ def plan_routes(resolutions: Iterable[Resolution]) -> tuple[NewRoute, ...]:
     return tuple(NewRoute(network, tuple(d.values())) for network, d in by_network.items())
 
 
+def routed_events(doc_id: str, routes: Iterable[NewRoute], now: datetime) -> list[NewEvent]:
+    """One ``routed`` record per network a document goes to, naming its recipients there."""
+    return [
+        NewEvent(
+            "routed", now, doc_id, None, r.network.value, {"recipients": [d.recipient for d in r.deliveries]}
+        )
+        for r in routes
+    ]
+
+
 def redirect_events(
     doc_id: str, resolutions: Iterable[Resolution], now_events_at: NewEvent
 ) -> list[NewEvent]:
@@ -89,7 +101,7 @@ class Intake:
     def __init__(
         self,
         registry: Registry,
-        store: Store,
+        store: IntakeStore,
         trust: Trust,
         clock: Clock,
         *,
@@ -118,7 +130,10 @@ class Intake:
         def check(cert: x509.Certificate) -> CertIdentity:
             return self._trust.signer(cert, at=now)
 
-        verified, signer = verify_enveloped(root, location=SENDER_SIGNATURE_AT, check_certificate=check)
+        try:
+            verified, signer = verify_enveloped(root, location=SENDER_SIGNATURE_AT, check_certificate=check)
+        except SignatureInvalid as exc:
+            raise SignatureRejected.from_crypto(exc) from exc
         package = read_package(verified.signed)
         if package.sender != agency:
             raise SenderMismatch(
@@ -191,17 +206,7 @@ class Intake:
             ),
             NewEvent(verified.kind, now, doc_id, None, verified.network, verified.detail),
             *redirect_events(doc_id, resolutions, verified),
-            *(
-                NewEvent(
-                    "routed",
-                    now,
-                    doc_id,
-                    None,
-                    r.network.value,
-                    {"recipients": [d.recipient for d in r.deliveries]},
-                )
-                for r in routes
-            ),
+            *routed_events(doc_id, routes, now),
         ]
         sender_network = self._registry.get(pkg.sender).network  # type: ignore[union-attr]
         doc = NewDocument(
@@ -341,17 +346,7 @@ def status_document(
             {"kind": "status", "from": sender, "status": code, "response_for": original.id},
         ),
         *(NewEvent(e.kind, e.at, doc_id, e.recipient, e.network, e.detail) for e in extra_events),
-        *(
-            NewEvent(
-                "routed",
-                now,
-                doc_id,
-                None,
-                r.network.value,
-                {"recipients": [d.recipient for d in r.deliveries]},
-            )
-            for r in routes
-        ),
+        *routed_events(doc_id, routes, now),
         NewEvent(
             "status", now, original.id, sender, sender_network.value, {"status": code, "status_id": doc_id}
         ),

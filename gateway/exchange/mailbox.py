@@ -31,9 +31,9 @@ from gateway.exchange.ports import (
     DocumentRecord,
     EventRecord,
     InboxItem,
+    MailboxStore,
     NewDocument,
     NewEvent,
-    Store,
 )
 
 STATUS_MEANING = {
@@ -53,7 +53,7 @@ class Mailbox:
     def __init__(
         self,
         registry: Registry,
-        store: Store,
+        store: MailboxStore,
         adapters: Mapping[Network, NetworkAdapter],
         trust: Trust,
         clock: Clock,

@@ -1,6 +1,8 @@
-"""The storage port the use cases receive through their constructors, and the records that cross it.
+"""The storage ports the use cases receive through their constructors, and the records that cross it.
 
-``gateway.infra.sql.store.SqlStore`` implements ``Store`` on SQLite or PostgreSQL, and
+``Store`` is the whole port, split by who uses it (``IntakeStore``, ``CourierStore``,
+``MailboxStore``, ``InboundStore``, ``DeadlineStore``, ``QueueControl``).
+``gateway.infra.sql.store.SqlStore`` implements it on SQLite or PostgreSQL, and
 ``gateway.exchange.memory.MemoryStore`` in memory; the trust port is
 ``gateway.adapters.ports.Trust`` and the clock ``gateway.domain.clock.Clock``.
 Nothing in the core reaches for a global.
@@ -161,49 +163,72 @@ class Peers(Protocol):
         ...
 
 
-class Store(Protocol):
-    """Durable state of one gateway node. Every method is one transaction."""
+class DocumentReads(Protocol):
+    """One stored document as intake, the mailbox and inbound federation read it."""
+
+    async def document(self, doc_id: str) -> DocumentRecord | None: ...
+
+    async def deliveries(self, doc_id: str) -> list[DeliveryRecord]:
+        """The document's deliveries, in the order they were stored."""
+        ...
+
+    async def sealed_for(self, doc_id: str, network: Network) -> bytes | None:
+        """The sealed transfer as ``network`` holds it; None until its route is done."""
+        ...
+
+
+class DeliveryLog(Protocol):
+    """The tamper-evident delivery log, for records that go with no other change."""
+
+    async def add_events(self, events: Sequence[NewEvent]) -> None: ...
+
+
+class IntakeStore(DocumentReads, DeliveryLog, Protocol):
+    """What ``Intake`` needs: store an accepted document, read the one a status answers."""
 
     async def accept(self, doc: NewDocument) -> tuple[str, bool]:
         """Store a document; returns (id, created). Same sender + doc_key with the same
         signed digest returns the existing id; with another digest raises ``DocumentConflict``."""
         ...
 
+
+class CourierStore(Protocol):
+    """What ``Courier`` needs: claim routes under a lease and settle each one."""
+
     async def claim_routes(
         self, *, node: str, limit: int, now: datetime, lease_seconds: float, exclude: Collection[Network] = ()
     ) -> list[RouteJob]:
-        """Claim pending routes, most urgent first, then oldest."""
+        """Claim pending routes whose lease has run out, most urgent first, then by fair rank
+        between senders, then oldest; routes into the ``exclude``d networks stay unclaimed."""
         ...
-
-    async def defer_route(
-        self, job: RouteJob, *, reason: str, not_before: datetime, now: datetime
-    ) -> None: ...
-
-    async def fail_route(self, job: RouteJob, *, reason: str, now: datetime) -> None: ...
-
-    async def redrive(self, doc_id: str, *, now: datetime, by: str) -> int: ...
-
-    async def accept_forwarded(self, doc: NewDocument, sealed: bytes, *, now: datetime) -> bool: ...
 
     async def complete_routes(self, done: Sequence[tuple[RouteJob, Carried]], *, now: datetime) -> None:
         """Deliver carried routes into inboxes (exactly once) and record their events."""
         ...
 
-    async def quarantine_route(self, job: RouteJob, *, reason: str, now: datetime) -> None: ...
+    async def defer_route(self, job: RouteJob, *, reason: str, not_before: datetime, now: datetime) -> None:
+        """Leave a route pending, not to be claimed again before ``not_before``."""
+        ...
 
-    async def release_claims(self, *, node: str) -> int: ...
+    async def fail_route(self, job: RouteJob, *, reason: str, now: datetime) -> None:
+        """Give up on a pending route: its deliveries are failed until an operator re-drives them."""
+        ...
 
-    async def pending_routes(self) -> int: ...
+    async def quarantine_route(self, job: RouteJob, *, reason: str, now: datetime) -> None:
+        """A hop refused the route: its pending deliveries never reach an inbox."""
+        ...
 
-    async def document(self, doc_id: str) -> DocumentRecord | None: ...
+    async def release_claims(self, *, node: str) -> int:
+        """Give back the pending routes ``node`` holds (it restarted); returns how many."""
+        ...
 
-    async def package(self, doc_id: str) -> bytes | None: ...
 
-    async def deliveries(self, doc_id: str) -> list[DeliveryRecord]: ...
+class MailboxStore(DocumentReads, DeliveryLog, Protocol):
+    """What ``Mailbox`` needs: an agency's inbox, its fetches, receipts and traces."""
 
-    async def sealed_for(self, doc_id: str, network: Network) -> bytes | None: ...
-
-    async def inbox(self, agency: str, *, include_fetched: bool, limit: int) -> list[InboxItem]: ...
+    async def inbox(self, agency: str, *, include_fetched: bool, limit: int) -> list[InboxItem]:
+        """Deliveries waiting for ``agency``, most urgent first, then oldest."""
+        ...
 
     async def mark_fetched(
         self,
@@ -218,12 +243,52 @@ class Store(Protocol):
         transaction; later fetches change nothing and record nothing. Returns whether it was first."""
         ...
 
-    async def statuses_for(self, doc_id: str) -> list[tuple[DocumentRecord, bytes]]: ...
+    async def statuses_for(self, doc_id: str) -> list[tuple[DocumentRecord, bytes]]:
+        """The status documents answering ``doc_id`` with their packages, oldest first."""
+        ...
 
-    async def events(self, doc_id: str) -> list[EventRecord]: ...
+    async def events(self, doc_id: str) -> list[EventRecord]:
+        """The document's trace, by time then sequence."""
+        ...
 
-    async def add_events(self, events: Sequence[NewEvent]) -> None: ...
 
-    async def deadlines_at_risk(self, *, until: datetime) -> list[AtRisk]: ...
+class InboundStore(DeliveryLog, Protocol):
+    """What inbound federation (``Crossing``) needs: take over a transfer from a peer node once."""
+
+    async def document(self, doc_id: str) -> DocumentRecord | None: ...
+
+    async def accept_forwarded(self, doc: NewDocument, sealed: bytes, *, now: datetime) -> bool:
+        """Store a document taken over from a peer node, already sealed for this network and in
+        its recipients' inboxes. False if it was taken over before."""
+        ...
+
+
+class DeadlineStore(DeliveryLog, Protocol):
+    """What ``DeadlineWatcher`` needs: the deliveries at risk of missing their due time."""
+
+    async def deadlines_at_risk(self, *, until: datetime) -> list[AtRisk]:
+        """Deliveries of documents due by ``until`` whose recipient has not answered, soonest first."""
+        ...
+
+
+class QueueControl(Protocol):
+    """What operators and the health check do to the queue of routes."""
+
+    async def redrive(self, doc_id: str, *, now: datetime, by: str) -> int:
+        """Put a document's failed routes back to pending (an operator's re-drive); returns how many."""
+        ...
+
+    async def pending_routes(self) -> int: ...
+
+
+class Store(IntakeStore, CourierStore, MailboxStore, InboundStore, DeadlineStore, QueueControl, Protocol):
+    """Durable state of one gateway node: the whole port, as each store implements it.
+
+    Every method is one transaction, and every type crossing it is a record of this module or
+    of ``gateway.domain``. Each use case is given only the narrow port above that it needs."""
+
+    async def package(self, doc_id: str) -> bytes | None:
+        """The package as stored (encrypted when classified), for tools and benchmarks."""
+        ...
 
     async def close(self) -> None: ...

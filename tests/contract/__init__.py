@@ -1,0 +1,1 @@
+"""Contract tests: one suite that every implementation of a port must pass."""
