@@ -5,15 +5,16 @@ from __future__ import annotations
 import base64
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from lxml import etree
 
 from gateway.agency_side.agent import arrival_receipt, decryption_keys, open_delivery, sign_package
-from gateway.crypto.xmlenc import XENC, DecryptionFailed, NotARecipient
+from gateway.crypto.xmlenc import XENC
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc, build_status
 from gateway.domain.vocabulary import Classification, Network, StatusCode
-from gateway.errors import CryptoError
+from gateway.errors import CryptoError, DecryptionFailed, NotARecipient
 from gateway.runtime.config import Config
 from gateway.runtime.node import Node
 from tests.conftest import A01, COMMUNE, G12, G22, H41, I01, trust_for, wait_delivered
@@ -41,7 +42,9 @@ def classified_package(
     return sign_package(config.certs, sender, build_edoc(doc, now=datetime.now(UTC)))
 
 
-async def send_classified(agency, package: bytes, level: str | None = "toi-mat") -> tuple[int, dict]:
+async def send_classified(
+    agency, package: bytes, level: str | None = "toi-mat"
+) -> tuple[int, dict[str, Any]]:
     client = agency(G22)
     headers = {"X-Classification": level} if level else {}
     async with client.session.post(client.base + "/v1/edocs", data=package, headers=headers) as r:
@@ -99,7 +102,8 @@ async def test_each_recipient_decrypts_and_verifies_nobody_else_can(
     encrypted = etree.fromstring(stored)
     assert len(encrypted.findall(f"{{{XENC}}}CipherData")) == 1
     assert len(encrypted.findall(f".//{{{XENC}}}EncryptedKey")) == 3
-    assert (await node.store.document(doc_id)).subject is None
+    record = await node.store.document(doc_id)
+    assert record is not None and record.subject is None
 
     for code, network in ((A01, Network.PARTY), (I01, Network.FRONT), (H41, Network.GOVERNMENT)):
         status, sealed = await agency(code).call("GET", f"/v1/edocs/{doc_id}")
@@ -165,6 +169,7 @@ def _resealed(node: Node, sealed: bytes, change) -> bytes:
 
 def _flip(encrypted: etree._Element, path: str, byte: int) -> None:
     node = encrypted.find(path)
+    assert node is not None and node.text is not None
     raw = bytearray(base64.b64decode(node.text))
     raw[byte] ^= 0x01
     node.text = base64.b64encode(bytes(raw)).decode()
@@ -206,7 +211,10 @@ async def test_swapped_encrypted_key_is_refused(node: Node, config: Config, agen
 
     def swap(encrypted: etree._Element) -> None:
         mine = encrypted.find(f".//{{{XENC}}}EncryptedKey")
-        mine.getparent().replace(mine, etree.fromstring(etree.tostring(other_key)))
+        assert mine is not None and other_key is not None
+        parent = mine.getparent()
+        assert parent is not None
+        parent.replace(mine, etree.fromstring(etree.tostring(other_key)))
 
     with pytest.raises(DecryptionFailed, match="altered"):
         open_as(config, A01, Network.PARTY, _resealed(node, sealed_1, swap))

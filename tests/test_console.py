@@ -52,7 +52,8 @@ async def sent_and_delivered(node: Node, config: Config, agency) -> str:
     assert status == 202
     await wait_delivered(node, body["id"])
     await settle(node)
-    return body["id"]
+    doc_id: str = body["id"]
+    return doc_id
 
 
 # --- over HTTP ----------------------------------------------------------------------------------
@@ -69,7 +70,9 @@ async def test_console_pages_over_http(node: Node, config: Config, agency) -> No
             assert '<span id="accepted-hour">1</span>' in page and "OPERATOR.ALICE" in page
         async with session.get(base + f"/console/search?q={doc_id}", allow_redirects=False) as reply:
             assert reply.status == 302 and reply.headers["Location"] == f"/console/documents/{doc_id}"
-        document_id = (await node.store.document(doc_id)).document_id
+        record = await node.store.document(doc_id)
+        assert record is not None and record.document_id is not None
+        document_id = record.document_id
         async with session.get(base + "/console/search", params={"q": document_id}) as reply:
             assert reply.status == 200 and f"/console/documents/{doc_id}" in await reply.text()
         async with session.get(base + "/console/search", params={"agency": A01, "state": "failed"}) as reply:
@@ -177,7 +180,9 @@ async def test_operator_console_in_headless_chromium(
 ) -> None:
     tools = _tools()
     doc_id = await sent_and_delivered(node, config, agency)
-    document_id = (await node.store.document(doc_id)).document_id
+    record = await node.store.document(doc_id)
+    assert record is not None and record.document_id is not None
+    document_id = record.document_id
     creds = operator(config)
     origin = f"https://localhost:{node.port}"
     root = config.certs / "root-ca.crt"

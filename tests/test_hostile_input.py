@@ -68,7 +68,10 @@ async def test_malformed_xml_is_400(node: Node, agency) -> None:
 async def test_schema_invalid_is_400(node: Node, config: Config, agency) -> None:
     root = parse_xml(make_package(config, G22, [A01]))
     doc_id = root.find(".//{http://www.mic.gov.vn/TBT/QCVN_102_2016}DocumentId")
-    doc_id.getparent().remove(doc_id)
+    assert doc_id is not None
+    parent = doc_id.getparent()
+    assert parent is not None
+    parent.remove(doc_id)
     status, body = await agency(G22).send(etree.tostring(root))
     assert (status, body["error"]) == (400, "schema_invalid")
     assert "DocumentId" in body["message"] or "Subject" in body["message"] or "Code" in body["message"]
@@ -96,7 +99,10 @@ async def test_added_recipient_breaks_the_signature(node: Node, config: Config, 
 async def test_unsigned_package_is_refused(node: Node, config: Config, agency) -> None:
     root = parse_xml(make_package(config, G22, [A01]))
     sig = root.find(f".//{{{DS}}}Signature")
-    sig.getparent().remove(sig)
+    assert sig is not None
+    parent = sig.getparent()
+    assert parent is not None
+    parent.remove(sig)
     status, body = await agency(G22).send(etree.tostring(root))
     assert (status, body["error"]) == (400, "signature_invalid")
     assert "not signed" in body["message"]
@@ -119,7 +125,9 @@ async def test_sha1_signature_is_refused(node: Node, config: Config, agency) -> 
 async def test_two_signatures_are_refused(node: Node, config: Config, agency) -> None:
     root = parse_xml(make_package(config, G22, [A01]))
     header = root.find("{http://www.mic.gov.vn/TBT/QCVN_102_2016}edXMLHeader")
+    assert header is not None
     sig = header.find(f"{{{DS}}}Signature")
+    assert sig is not None
     header.append(etree.fromstring(etree.tostring(sig)))
     status, body = await agency(G22).send(etree.tostring(root))
     assert status == 400 and body["error"] in ("schema_invalid", "signature_invalid")

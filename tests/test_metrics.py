@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.domain.vocabulary import Priority
@@ -18,7 +19,9 @@ from tests.oversight_helpers import operator, operator_session, settle
 from tests.test_classified import CONTENT, SUBJECT, classified_package
 
 
-def samples(families: dict, name: str, suffix: str = "") -> dict[tuple, float]:
+def samples(
+    families: dict[str, Metric], name: str, suffix: str = ""
+) -> dict[tuple[tuple[str, str], ...], float]:
     return {
         tuple(sorted(s.labels.items())): s.value for s in families[name].samples if s.name == name + suffix
     }

@@ -9,6 +9,7 @@ import signal
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -40,7 +41,7 @@ async def healthy(
     await wait_healthy(session, f"https://localhost:{port}", proc, home / f"{name}.log")
 
 
-def rows(database: str, query: str) -> list[tuple]:
+def rows(database: str, query: str) -> list[tuple[Any, ...]]:
     engine = create_engine(database)
     try:
         with engine.connect() as conn:
