@@ -140,7 +140,20 @@ class Database:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                outcomes = await loop.run_in_executor(self._writer, self._run_batch, [op for op, _ in batch])
+                try:
+                    outcomes = await loop.run_in_executor(
+                        self._writer, self._run_batch, [op for op, _ in batch]
+                    )
+                except BaseException as exc:
+                    # Nothing of this batch is known to be stored: say so to every caller, then stop.
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(
+                                exc
+                                if isinstance(exc, Exception)
+                                else StoreError("the database writer stopped")
+                            )
+                    raise
                 for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue
@@ -168,6 +181,12 @@ class Database:
                         drop_events(conn, mark)
                         log.error("store operation failed: %s", exc.__class__.__name__)
                         outcomes.append((False, store_error("database error", exc)))
+                    except Exception as exc:
+                        # A bug in one operation: it alone is rolled back and told; the rest of
+                        # the batch commits (and nobody waits for ever on a future never set).
+                        drop_events(conn, mark)
+                        log.exception("store operation failed")
+                        outcomes.append((False, exc))
                 chain_pending_events(conn)
         except SQLAlchemyError as exc:
             # The commit itself failed: nothing of this batch is stored, so nobody may be told it is.
