@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.agency_side.agent import sign_package
+from gateway.agency_side.packages import sign_package
 from gateway.crypto.pki import KeyType
 from gateway.domain.agencies import DEMO_AGENCIES, Agency, AgencyState
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc

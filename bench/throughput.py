@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.load import submit_all
-from gateway.agency_side.agent import sign_package
+from gateway.agency_side.packages import sign_package
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc
 from gateway.runtime.config import load_config
 from gateway.runtime.node import init_home

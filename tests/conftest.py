@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.agency_side.agent import sign_package
+from gateway.agency_side.packages import sign_package
 from gateway.crypto.pki import Role
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc
 from gateway.domain.vocabulary import DeliveryState, Priority

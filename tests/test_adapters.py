@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.adapters.network import NetworkAdapter, SealKey
-from gateway.agency_side.agent import open_delivery
+from gateway.agency_side.packages import open_delivery
 from gateway.crypto.pki import Role
 from gateway.domain import transfer as tr
 from gateway.domain.clock import SystemClock

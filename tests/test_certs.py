@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway.agency_side.agent import decryption_keys, open_delivery, sign_package
+from gateway.agency_side.packages import decryption_keys, open_delivery, sign_package
 from gateway.cli import entry as cli
 from gateway.crypto.issuing import generate_key, make_intermediate_ca, make_leaf, make_root_ca
 from gateway.crypto.pki import DOCUMENT_SIGNING, KeyType, PrivateKey, Role, cert_pem, fingerprint, key_pem

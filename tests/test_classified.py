@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from gateway.agency_side.agent import arrival_receipt, decryption_keys, open_delivery, sign_package
+from gateway.agency_side.packages import arrival_receipt, decryption_keys, open_delivery, sign_package
 from gateway.crypto.xmlenc import XENC
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc, build_status
 from gateway.domain.vocabulary import Classification, Network, StatusCode

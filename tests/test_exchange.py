@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.agency_side.agent import open_delivery, sign_package
+from gateway.agency_side.packages import open_delivery, sign_package
 from gateway.domain.edxml import Organ, build_status
 from gateway.domain.vocabulary import DeliveryState, Network, StatusCode
 from gateway.runtime.config import Config

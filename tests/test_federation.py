@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.agency_side.agent import open_delivery
+from gateway.agency_side.packages import open_delivery
 from gateway.domain.vocabulary import Network
 from gateway.runtime.config import Config
 from tests.conftest import A01, G22, H41, I01, client_context, make_package, trust_for

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
-from gateway.agency_side.agent import sign_package
+from gateway.agency_side.packages import sign_package
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc, build_status
 from gateway.domain.vocabulary import Network, Priority, StatusCode
 from gateway.exchange.deadlines import VIETNAM, DeadlineWatcher, due_at

@@ -14,8 +14,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.agency_side.agent import arrival_receipt, decryption_keys, open_delivery, sign_package
 from gateway.agency_side.client import AgencyClient
+from gateway.agency_side.packages import arrival_receipt, decryption_keys, open_delivery, sign_package
 from gateway.cli.output import LOCAL_TZ, default_document_id, is_signed, local_time, print_json
 from gateway.crypto.pki import Role
 from gateway.domain.agencies import AgencyCode, Registry
@@ -24,14 +24,13 @@ from gateway.domain.vocabulary import Classification, Priority, StatusCode
 from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound
 from gateway.exchange.mailbox import STATUS_MEANING
 from gateway.http.api import agency_view
-from gateway.infra.files.keys import file_trust
 from gateway.infra.files.pki_dir import agency_paths
-from gateway.infra.files.registry_csv import load_registry
+from gateway.runtime import wiring
 from gateway.runtime.config import Config
 
 
 def _registry(config: Config) -> Registry:
-    return load_registry(config.registry)
+    return wiring.registry(config)
 
 
 def agencies(config: Config, args: argparse.Namespace) -> int:
@@ -144,7 +143,7 @@ def fetch(config: Config, args: argparse.Namespace) -> int:
     agency = registry.get(code)
     if agency is None:
         raise ConfigError(f"agency {code} is not in {config.registry}")
-    trust = file_trust(config.certs, registry)
+    trust = wiring.trust(config, registry)
     now = datetime.now(UTC)
     try:
         opened = open_delivery(

@@ -12,7 +12,6 @@ restart) and to the delivery log, with the operator's name (``--by``, default ``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import os
@@ -27,11 +26,11 @@ from gateway.crypto.pki import KeyType, Role, fingerprint
 from gateway.errors import BadRequest, ConfigError, GatewayError, StoreError
 from gateway.exchange.ports import EventRecord, NewEvent
 from gateway.infra.files.dev_ca import CertOffice, Change
-from gateway.infra.files.registry_csv import load_registry
 from gateway.infra.sql.store import SqlStore
 from gateway.pki.events import signer_revoked_events
 from gateway.pki.inventory import OPERATOR_PREFIX, CertRecord, OwnerKind, iso, normalise_serial
 from gateway.pki.problems import log_expiry
+from gateway.runtime import wiring
 from gateway.runtime.config import Config
 
 if TYPE_CHECKING:
@@ -258,7 +257,7 @@ def _log(config: Config, args: argparse.Namespace) -> int:
 
 
 def _office(config: Config, by: str) -> CertOffice:
-    return CertOffice(config.certs, load_registry(config.registry), now=datetime.now(UTC), by=by)
+    return wiring.cert_office(config, now=datetime.now(UTC), by=by)
 
 
 def _record(config: Config, change: Change, *, revoked: CertRecord | None = None) -> int:
@@ -286,14 +285,7 @@ def _record(config: Config, change: Change, *, revoked: CertRecord | None = None
 
 
 def _store_run(config: Config, work: Callable[[SqlStore], Awaitable[T]]) -> T:
-    async def go() -> T:
-        store = SqlStore(config.database_url, synchronous=config.sqlite_synchronous)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+    return wiring.with_store(config, work)
 
 
 def _operator(args: argparse.Namespace) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from gateway.errors import NotFound
 from gateway.infra.sql.store import SqlStore
 from gateway.operators import logs
+from gateway.runtime import wiring
 from gateway.runtime.config import Config
 from gateway.runtime.node import init_home, serve_forever
 
@@ -48,14 +49,10 @@ def db(config: Config, args: argparse.Namespace) -> int:
 def deliveries(config: Config, args: argparse.Namespace) -> int:
     """``gateway deliveries retry ID``: failed routes back to pending; the running node carries them."""
 
-    async def redrive() -> int:
-        store = SqlStore(config.database_url, synchronous=config.sqlite_synchronous)
-        try:
-            return await store.redrive(args.id, now=datetime.now(UTC), by=os.environ.get("USER", "operator"))
-        finally:
-            await store.close()
+    async def redrive(store: SqlStore) -> int:
+        return await store.redrive(args.id, now=datetime.now(UTC), by=os.environ.get("USER", "operator"))
 
-    count = asyncio.run(redrive())
+    count = wiring.with_store(config, redrive)
     if not count:
         raise NotFound(f"document {args.id} has no failed delivery on this node")
     print(f"{args.id}: {count} failed route(s) re-driven; the node carries them again")

@@ -29,7 +29,6 @@ from gateway.exchange.deadlines import WARN_BEFORE, at_risk_view, flag_kind
 from gateway.infra.files.keys import load_seal_key
 from gateway.infra.files.pki_dir import load_trust_anchors
 from gateway.infra.sql.reads import SqlOversight
-from gateway.infra.sql.store import SqlStore
 from gateway.operators.readmodel import Search
 from gateway.operators.timeline import (
     build_timeline,
@@ -40,6 +39,7 @@ from gateway.operators.timeline import (
     summary_view,
     timeline_view,
 )
+from gateway.runtime import wiring
 from gateway.runtime.config import Config
 
 EXIT_TAMPERED = 1
@@ -47,14 +47,7 @@ T = TypeVar("T")
 
 
 def _with_store(config: Config, work: Callable[[SqlOversight], Awaitable[T]]) -> T:
-    async def go() -> T:
-        store = SqlStore(config.database_url, synchronous=config.sqlite_synchronous)
-        try:
-            return await work(SqlOversight(store.database))
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
+    return wiring.with_oversight(config, work)
 
 
 def _print_json(value: Any) -> None:

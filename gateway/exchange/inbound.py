@@ -36,7 +36,10 @@ class TakenOver:
     created: bool
 
 
-class Crossing:
+class Inbound:
+    """Takes over sealed transfers that peer nodes hand to this network's node: checks the peer
+    and the seal, re-seals with a hop of ours, and stores the deliveries once."""
+
     def __init__(
         self,
         adapter: NetworkAdapter,

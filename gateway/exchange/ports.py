@@ -253,7 +253,7 @@ class MailboxStore(DocumentReads, DeliveryLog, Protocol):
 
 
 class InboundStore(DeliveryLog, Protocol):
-    """What inbound federation (``Crossing``) needs: take over a transfer from a peer node once."""
+    """What inbound federation (``Inbound``) needs: take over a transfer from a peer node once."""
 
     async def document(self, doc_id: str) -> DocumentRecord | None: ...
 

@@ -26,7 +26,7 @@ from gateway.errors import (
     TooManyRequests,
     Unauthenticated,
 )
-from gateway.exchange.inbound import Crossing
+from gateway.exchange.inbound import Inbound
 from gateway.exchange.intake import Accepted, Intake
 from gateway.exchange.mailbox import Mailbox
 from gateway.exchange.ports import EventRecord, InboxItem, Store
@@ -106,11 +106,11 @@ class Api:
         limiter: SubmissionLimiter | None = None,
         *,
         network: Network | None = None,
-        crossing: Crossing | None = None,
+        inbound: Inbound | None = None,
     ) -> None:
         self._limiter = limiter
         self._network = network
-        self._crossing = crossing
+        self._inbound = inbound
         self._intake = intake
         self._mailbox = mailbox
         self._registry = registry
@@ -145,11 +145,11 @@ class Api:
 
     async def receive_transfer(self, request: web.Request) -> web.Response:
         """A peer node hands over a sealed transfer for this network (the crossing of a bridge)."""
-        if self._crossing is None:
+        if self._inbound is None:
             raise Forbidden("this node serves every network itself and takes no transfers from peers")
         identity = self._trust.client(self._peer_cert(request), at=self._clock.now())
-        from_network = self._crossing.peer_network(identity)
-        taken = await self._crossing.take_over(await request.read(), from_network=from_network)
+        from_network = self._inbound.peer_network(identity)
+        taken = await self._inbound.take_over(await request.read(), from_network=from_network)
         return web.json_response({"id": taken.id, "stored": True}, status=201 if taken.created else 200)
 
     def _admit(self, agency: str) -> None:

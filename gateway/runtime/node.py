@@ -24,7 +24,7 @@ from gateway.domain.vocabulary import Network
 from gateway.errors import CryptoError, GatewayError
 from gateway.exchange.courier import Carrier, Courier, Outcome
 from gateway.exchange.deadlines import DeadlineWatcher
-from gateway.exchange.inbound import Crossing
+from gateway.exchange.inbound import Inbound
 from gateway.exchange.intake import Intake
 from gateway.exchange.mailbox import Mailbox
 from gateway.exchange.ports import RouteJob
@@ -32,7 +32,7 @@ from gateway.exchange.ratelimit import Limit, SubmissionLimiter
 from gateway.http.api import Api, make_app, server_tls_context
 from gateway.http.console import Console
 from gateway.infra.files.dev_ca import CertOffice
-from gateway.infra.files.keys import file_trust, load_seal_key
+from gateway.infra.files.keys import load_seal_key
 from gateway.infra.files.pki_dir import (
     ADAPTER_ROLES,
     inventory_path,
@@ -46,10 +46,10 @@ from gateway.infra.files.registry_csv import load_registry, write_registry
 from gateway.infra.peers import PeerLinks
 from gateway.infra.sql.notify import WorkListener, listener_dsn
 from gateway.infra.sql.reads import SqlOversight
-from gateway.infra.sql.store import SqlStore
 from gateway.operators.logs import EventLines
 from gateway.operators.metrics import EventFeed, Metrics
 from gateway.pki.problems import DEFAULT_WARNING, CertificateWatch, Problem
+from gateway.runtime import wiring
 from gateway.runtime.carriers import ProcessCarrier, ThreadCarrier
 from gateway.runtime.config import CONFIG_FILE, DEFAULT_CONFIG, Config, load_config
 from gateway.runtime.supervise import start_every
@@ -132,9 +132,9 @@ class Node:
         refuse_exposed_keys(config.certs)
         self.config = config
         self.clock = clock or SystemClock()
-        self.registry: Registry = load_registry(config.registry)
-        self.trust = file_trust(config.certs, self.registry)
-        self.store = SqlStore(config.database_url, synchronous=config.sqlite_synchronous, writer=config.node)
+        self.registry: Registry = wiring.registry(config)
+        self.trust = wiring.trust(config, self.registry)
+        self.store = wiring.open_store(config, writer=config.node)
         # A per-network node holds only its own adapter's keys; the embedded node holds all three.
         served = (config.network,) if config.network else tuple(Network)
         self.adapters = {
@@ -175,9 +175,9 @@ class Node:
             self.registry, self.store, self.adapters, self.trust, self.clock, on_accepted=self.courier.wake
         )
         limiter = SubmissionLimiter(Limit(config.submit_rate, config.submit_burst), self.clock)
-        crossing = None
+        inbound = None
         if config.network is not None:
-            crossing = Crossing(
+            inbound = Inbound(
                 self.adapters[config.network],
                 set(config.peers),
                 self.registry,
@@ -194,7 +194,7 @@ class Node:
             self.clock,
             limiter,
             network=config.network,
-            crossing=crossing,
+            inbound=inbound,
         )
         self._runner: web.AppRunner | None = None
         self._courier_task: asyncio.Task[None] | None = None
@@ -239,13 +239,13 @@ class Node:
         self._oversight_tasks: list[asyncio.Task[None]] = []
 
     def _inspect_certificates(self, now: datetime) -> list[Problem]:
-        office = CertOffice(self.config.certs, self.registry, now=now, by="gateway serve")
+        office = wiring.cert_office(self.config, now=now, by="gateway serve", agencies=self.registry)
         return office.inspect(within=DEFAULT_WARNING)
 
     async def reload_certificates(self, *, force: bool = False) -> bool:
         """Put issued, rotated and revoked certificates to use without a restart: the adapters'
         seal keys, the HTTPS server's certificate, the carrier processes. Revocations need none of
-        this (``FileTrust`` reads them at once). Called every second and on SIGHUP; returns whether
+        this (``RegistryTrust`` reads them at once). Called every second and on SIGHUP; returns whether
         anything was reloaded."""
         if force:
             self.trust.reload()

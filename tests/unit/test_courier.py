@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.adapters.network import NetworkAdapter, SealKey
-from gateway.agency_side.agent import open_delivery
+from gateway.agency_side.packages import open_delivery
 from gateway.crypto.pki import Role
 from gateway.domain.vocabulary import DeliveryState, Network, Priority
 from gateway.errors import DeliveryError, NotFound, PeerUnavailable

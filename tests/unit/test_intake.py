@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.agency_side.agent import sign_package
+from gateway.agency_side.packages import sign_package
 from gateway.domain.clock import ManualClock
 from gateway.domain.edxml import Organ, build_status, parse_xml
 from gateway.domain.vocabulary import DeliveryState, Network, StatusCode

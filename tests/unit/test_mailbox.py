@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from gateway.agency_side.agent import open_delivery, sign_package
+from gateway.agency_side.packages import open_delivery, sign_package
 from gateway.domain.clock import ManualClock
 from gateway.domain.edxml import Organ, build_status
 from gateway.domain.vocabulary import DeliveryState, Network, Priority, StatusCode
