@@ -13,8 +13,8 @@ from gateway.agency_side.packages import open_delivery
 from gateway.crypto.pki import Role
 from gateway.domain import transfer as tr
 from gateway.domain.clock import SystemClock
-from gateway.domain.edxml import parse_xml
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import CryptoError, DeliveryError
 from gateway.infra.files.keys import load_seal_key
 from gateway.infra.files.pki_dir import agency_paths, load_key_pair

@@ -27,8 +27,9 @@ from gateway.cli import entry as cli
 from gateway.crypto.issuing import generate_key, make_intermediate_ca, make_leaf, make_root_ca
 from gateway.crypto.pki import DOCUMENT_SIGNING, KeyType, PrivateKey, Role, cert_pem, fingerprint, key_pem
 from gateway.crypto.xmldsig import verify_enveloped
-from gateway.domain.edxml import NewEdoc, Organ, build_edoc, build_status, parse_xml
+from gateway.domain.edxml import NewEdoc, Organ, build_edoc, build_status
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, StatusCode
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import SignerNotTrusted, Unauthenticated
 from gateway.infra.files.atomic import write_atomic
 from gateway.infra.files.pki_dir import agency_paths, ca_paths, load_key_pair, read_inventory, server_paths

@@ -147,7 +147,7 @@ async def test_forged_sender_is_refused(node: Node, config: Config, agency) -> N
     assert (status, body["error"]) == (403, "sender_mismatch")
     # From G22, but signed with H41's key.
     forged = make_package(config, G22, [A01])
-    from gateway.domain.edxml import parse_xml
+    from gateway.domain.xmlsafe import parse_xml
 
     root = parse_xml(forged)
     sig = root.find(".//{http://www.w3.org/2000/09/xmldsig#}Signature")

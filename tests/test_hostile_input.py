@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from gateway.domain.edxml import DS, parse_xml, validate_package
+from gateway.domain.edxml import DS, validate_package
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import ClientError, ForbiddenXmlConstruct, PackageTooLarge
 from gateway.runtime.config import Config
 from gateway.runtime.node import Node

@@ -10,7 +10,7 @@ from lxml import etree
 from gateway.crypto.issuing import generate_key, make_root_ca
 from gateway.crypto.pki import KeyType
 from gateway.crypto.xmldsig import DS, sign_enveloped, verify_enveloped
-from gateway.domain.edxml import parse_xml
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import ClientError, CryptoError, SignatureAlgorithmRefused, SignatureInvalid
 from gateway.runtime.config import Config
 from gateway.runtime.node import Node

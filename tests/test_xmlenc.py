@@ -45,8 +45,8 @@ from gateway.crypto.xmlenc import (
     decrypt_element,
     encrypt_element,
 )
-from gateway.domain.edxml import parse_xml
 from gateway.domain.vocabulary import Network
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import (
     AlgorithmRefused,
     DecryptionFailed,

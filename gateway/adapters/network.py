@@ -18,8 +18,9 @@ from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import SigningKey, sign_enveloped, verify_enveloped
 from gateway.domain import transfer as tr
 from gateway.domain.clock import Clock
-from gateway.domain.edxml import parse_xml, validate_transfer
+from gateway.domain.edxml import validate_transfer
 from gateway.domain.vocabulary import Network
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import ClientError, DeliveryError, SignatureInvalid
 
 

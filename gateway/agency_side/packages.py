@@ -21,10 +21,11 @@ from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity, PrivateKey, Role
 from gateway.crypto.xmldsig import sign_enveloped, verify_enveloped
 from gateway.crypto.xmlenc import XENC, decrypt_element
-from gateway.domain.edxml import DS, Edoc, Organ, Status, build_status, parse_xml, q, read_package
+from gateway.domain.edxml import DS, Edoc, Organ, Status, build_status, q, read_package
 from gateway.domain.transfer import Transfer, package_digest_of
 from gateway.domain.transfer import read as read_transfer
 from gateway.domain.vocabulary import Network, StatusCode
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import (
     BadRequest,
     ConfigError,

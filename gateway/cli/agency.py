@@ -19,8 +19,9 @@ from gateway.agency_side.packages import arrival_receipt, decryption_keys, open_
 from gateway.cli.output import LOCAL_TZ, default_document_id, is_signed, local_time, print_json
 from gateway.crypto.pki import Role
 from gateway.domain.agencies import AgencyCode, Registry
-from gateway.domain.edxml import Attachment, NewEdoc, Organ, build_edoc, build_status, parse_xml
+from gateway.domain.edxml import Attachment, NewEdoc, Organ, build_edoc, build_status
 from gateway.domain.vocabulary import Classification, Priority, StatusCode
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound
 from gateway.exchange.mailbox import STATUS_MEANING
 from gateway.http.api import agency_view

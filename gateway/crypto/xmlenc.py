@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from lxml import etree
 
 from gateway.crypto.pki import MIN_RSA_BITS, PrivateKey, fingerprint
-from gateway.domain.edxml import parse_xml
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import (
     AlgorithmRefused,
     DecryptionFailed,

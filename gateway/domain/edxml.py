@@ -1,7 +1,7 @@
-"""edXML packages (QCVN 102:2016): the one hardened parser, schema checks, reading and building.
+"""edXML packages (QCVN 102:2016): schema checks, reading and building.
 
-Everything that enters the gateway as XML goes through :func:`parse_xml` and
-then :func:`validate_package` (or the transfer schema) before anything else
+Everything that enters the gateway as XML goes through ``gateway.domain.xmlsafe.parse_xml``
+(the one hardened parser) and then :func:`validate_package` (or the transfer schema) before anything else
 looks at it. Fields are only ever read from what a signature verifier
 returned as signed (see ``gateway.crypto.xmldsig``), never from the raw tree.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,94 +19,17 @@ from lxml import etree
 
 import schemas_xml
 from gateway.domain.vocabulary import Classification, Priority, StatusCode
-from gateway.errors import ForbiddenXmlConstruct, MalformedXml, PackageTooLarge, SchemaInvalid
+from gateway.errors import SchemaInvalid
 
 NS = schemas_xml.EDXML_NS
 GW = schemas_xml.GATEWAY_NS
 DS = schemas_xml.DSIG_NS
 NSMAP = {"edXML": NS, "gw": GW}
 
-DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # the cap one public VXP gateway uses; no official limit exists
-DEFAULT_MAX_DEPTH = 64  # the schemas nest at most ~8 deep; anything far deeper is hostile
-
-_local = threading.local()
-
-
-def _has_doctype(raw: bytes) -> bool:
-    """Whether a DOCTYPE comes before the root element (only the XML declaration, PIs and
-    comments may precede it). Scans the prolog only, never the body."""
-    i = 0
-    while (i := raw.find(b"<", i)) >= 0:
-        if raw.startswith(b"<?", i):
-            end, skip = raw.find(b"?>", i), 2
-        elif raw.startswith(b"<!--", i):
-            end, skip = raw.find(b"-->", i), 3
-        else:
-            return raw.startswith(b"<!DOCTYPE", i)
-        if end < 0:
-            return False
-        i = end + skip
-    return False
-
-
-def _parser() -> etree.XMLParser:
-    # lxml parsers must not be shared between threads; one per thread, built once.
-    parser: etree.XMLParser | None = getattr(_local, "parser", None)
-    if parser is None:
-        parser = etree.XMLParser(
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            dtd_validation=False,
-            huge_tree=False,
-            remove_blank_text=False,
-            collect_ids=False,
-        )
-        _local.parser = parser
-    return parser
-
 
 def q(tag: str, ns: str = NS) -> str:
     """Clark-notation name of an element in the edXML namespace (or ``ns``)."""
     return f"{{{ns}}}{tag}"
-
-
-def parse_xml(
-    raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH
-) -> etree._Element:
-    """Parse untrusted bytes: no DTD, no entities, no network, no PIs, bounded size and depth."""
-    if len(raw) > max_bytes:
-        raise PackageTooLarge(f"package is {len(raw)} bytes; the limit is {max_bytes}")
-    if not raw.strip():
-        raise MalformedXml("the request body is empty; expected an edXML package")
-    if _has_doctype(raw):
-        # Refused before libxml2 sees it, so entity tricks never reach the parser at all.
-        raise ForbiddenXmlConstruct("a DOCTYPE / DTD is not allowed in an edXML package")
-    try:
-        root = etree.fromstring(raw, _parser())
-    except etree.XMLSyntaxError as exc:
-        # libxml2 messages name a line and a construct, never the document's text.
-        raise MalformedXml(f"not well-formed XML: {exc.msg}") from exc
-    docinfo: Any = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
-        raise ForbiddenXmlConstruct("a DOCTYPE / DTD is not allowed in an edXML package")
-    depth = 0
-    for event, node in etree.iterwalk(root, events=("start", "end")):
-        if event == "start":
-            depth += 1
-            if depth > max_depth:
-                raise ForbiddenXmlConstruct(f"elements are nested deeper than {max_depth} levels")
-            if isinstance(node, etree._Entity):
-                raise ForbiddenXmlConstruct("entity references are not allowed")
-            if isinstance(node, etree._ProcessingInstruction):
-                raise ForbiddenXmlConstruct("processing instructions are not allowed")
-        else:
-            depth -= 1
-    # Siblings of the root (a PI before it, say) are outside the walk above.
-    for sibling in (*root.itersiblings(preceding=True), *root.itersiblings()):
-        if isinstance(sibling, etree._ProcessingInstruction):
-            raise ForbiddenXmlConstruct("processing instructions are not allowed")
-    return root
 
 
 _QUOTED_VALUE = re.compile(r"(?<!Element )'[^']*'")

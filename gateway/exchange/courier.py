@@ -21,8 +21,8 @@ from typing import Protocol
 from gateway.adapters.network import NetworkAdapter
 from gateway.domain import transfer as tr
 from gateway.domain.clock import Clock
-from gateway.domain.edxml import parse_xml
 from gateway.domain.vocabulary import Network
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import ClientError, DeliveryError, PeerUnavailable
 from gateway.exchange.ports import Carried, CourierStore, NewEvent, Peers, RouteJob
 

@@ -20,9 +20,10 @@ from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.agencies import Registry
 from gateway.domain.clock import Clock
-from gateway.domain.edxml import Edoc, parse_xml, read_package
+from gateway.domain.edxml import Edoc, read_package
 from gateway.domain.transfer import Transfer
 from gateway.domain.vocabulary import Classification, Network, StatusCode
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import ClientError, DeliveryError, Forbidden, GatewayError
 from gateway.exchange.intake import SENDER_SIGNATURE_AT
 from gateway.exchange.ports import InboundStore, NewDelivery, NewDocument, NewEvent, NewRoute

@@ -24,8 +24,9 @@ from gateway.crypto.xmldsig import verify_enveloped
 from gateway.crypto.xmlenc import EncryptionRecipient, encrypt_element
 from gateway.domain.agencies import Registry, Resolution
 from gateway.domain.clock import Clock
-from gateway.domain.edxml import NS, Edoc, Status, parse_xml, read_package, validate_package
+from gateway.domain.edxml import NS, Edoc, Status, read_package, validate_package
 from gateway.domain.vocabulary import Classification, Network, StatusCode
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import (
     BadRequest,
     ClassificationMismatch,

@@ -22,8 +22,9 @@ from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.agencies import Registry
 from gateway.domain.clock import Clock
-from gateway.domain.edxml import Organ, Status, build_status, parse_xml, read_package
+from gateway.domain.edxml import Organ, Status, build_status, read_package
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, StatusCode
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import ClientError, Forbidden, GatewayError, NotFound
 from gateway.exchange.intake import SENDER_SIGNATURE_AT, status_document
 from gateway.exchange.ports import (

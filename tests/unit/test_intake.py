@@ -8,8 +8,9 @@ import pytest
 
 from gateway.agency_side.packages import sign_package
 from gateway.domain.clock import ManualClock
-from gateway.domain.edxml import Organ, build_status, parse_xml
+from gateway.domain.edxml import Organ, build_status
 from gateway.domain.vocabulary import DeliveryState, Network, StatusCode
+from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import (
     BadRequest,
     DocumentConflict,
