@@ -20,7 +20,7 @@ import pytest
 
 from gateway.agency_side.packages import sign_package
 from gateway.crypto.pki import Role
-from gateway.domain.edxml import NewEdoc, Organ, build_edoc
+from gateway.domain.edxml import NewEdoc, Organ, build_edoc, envelope_rooted
 from gateway.domain.vocabulary import DeliveryState, Priority
 from gateway.infra.files.keys import file_trust
 from gateway.infra.files.pki_dir import agency_paths
@@ -89,7 +89,10 @@ def make_package(
     content: str = "Nội dung văn bản hành chính",
     priority: Priority = Priority.THUONG,
     now: datetime | None = None,
+    root: str = "edXML",
 ) -> bytes:
+    """A signed edoc package; ``root="edXMLEnvelope"`` gives the same package rooted at its envelope
+    (attachments inside edXMLBody) instead of the SDKs' ``edXML`` shape."""
     doc = NewEdoc(
         sender=Organ(sender),
         recipients=[Organ(r) for r in recipients],
@@ -98,7 +101,8 @@ def make_package(
         content=content,
         priority=priority,
     )
-    return sign_package(config.certs, sender, build_edoc(doc, now=now or datetime.now(UTC)))
+    built = build_edoc(doc, now=now or datetime.now(UTC))
+    return sign_package(config.certs, sender, envelope_rooted(built) if root == "edXMLEnvelope" else built)
 
 
 @dataclass

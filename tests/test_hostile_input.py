@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
-from gateway.domain.edxml import DS, validate_package
+from gateway.domain.edxml import DS, NS, header_of, validate_package
 from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import ClientError, ForbiddenXmlConstruct, PackageTooLarge
 from gateway.runtime.config import Config
@@ -29,22 +30,42 @@ EXPECTED = {
 }
 
 
+ROOTS = ["edXMLEnvelope", "edXML"]
+_ENVELOPE_START = re.compile(rb"<edXML:edXMLEnvelope[^>]*>")
+
+
+def _attack(name: str, root: str) -> bytes:
+    """An attack file as written (rooted at edXMLEnvelope), or wrapped in the SDKs' edXML root."""
+    raw = (ATTACKS / name).read_bytes()
+    if root == "edXMLEnvelope":
+        return raw
+    start = _ENVELOPE_START.search(raw)
+    assert start is not None, name
+    opening = b'<edXML xmlns="' + NS.encode() + b'">'
+    if start.group().endswith(b"/>"):
+        return raw[: start.start()] + opening + start.group() + b"</edXML>" + raw[start.end() :]
+    end = raw.rindex(b"</edXML:edXMLEnvelope>") + len(b"</edXML:edXMLEnvelope>")
+    return raw[: start.start()] + opening + raw[start.start() : end] + b"</edXML>" + raw[end:]
+
+
 def test_every_attack_file_has_an_expectation() -> None:
     assert sorted(p.name for p in ATTACKS.glob("*.xml")) == sorted(EXPECTED)
 
 
+@pytest.mark.parametrize("root", ROOTS)
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_attack_refused_by_parser_and_schema(name: str) -> None:
-    raw = (ATTACKS / name).read_bytes()
+def test_attack_refused_by_parser_and_schema(name: str, root: str) -> None:
+    raw = _attack(name, root)
     with pytest.raises(ClientError) as caught:
         validate_package(parse_xml(raw))
     assert caught.value.code == EXPECTED[name]
     assert b"root:" not in caught.value.message.encode()  # no /etc/passwd content leaks into the error
 
 
+@pytest.mark.parametrize("root", ROOTS)
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-async def test_attack_refused_by_api(node: Node, agency, name: str) -> None:
-    status, body = await agency(G22).send((ATTACKS / name).read_bytes())
+async def test_attack_refused_by_api(node: Node, agency, name: str, root: str) -> None:
+    status, body = await agency(G22).send(_attack(name, root))
     assert (status, body["error"]) == (400, EXPECTED[name])
 
 
@@ -66,8 +87,9 @@ async def test_malformed_xml_is_400(node: Node, agency) -> None:
     assert (status, body["error"]) == (400, "malformed_xml")
 
 
-async def test_schema_invalid_is_400(node: Node, config: Config, agency) -> None:
-    root = parse_xml(make_package(config, G22, [A01]))
+@pytest.mark.parametrize("shape", ROOTS)
+async def test_schema_invalid_is_400(node: Node, config: Config, agency, shape: str) -> None:
+    root = parse_xml(make_package(config, G22, [A01], root=shape))
     doc_id = root.find(".//{http://www.mic.gov.vn/TBT/QCVN_102_2016}DocumentId")
     assert doc_id is not None
     parent = doc_id.getparent()
@@ -78,16 +100,18 @@ async def test_schema_invalid_is_400(node: Node, config: Config, agency) -> None
     assert "DocumentId" in body["message"] or "Subject" in body["message"] or "Code" in body["message"]
 
 
-async def test_tampered_package_is_refused_at_intake(node: Node, config: Config, agency) -> None:
-    raw = make_package(config, G22, [A01], subject="Bản gốc")
+@pytest.mark.parametrize("shape", ROOTS)
+async def test_tampered_package_is_refused_at_intake(node: Node, config: Config, agency, shape: str) -> None:
+    raw = make_package(config, G22, [A01], subject="Bản gốc", root=shape)
     tampered = raw.replace("Bản gốc".encode(), "Bản giả".encode())
     assert tampered != raw
     status, body = await agency(G22).send(tampered)
     assert (status, body["error"]) == (400, "signature_invalid")
 
 
-async def test_added_recipient_breaks_the_signature(node: Node, config: Config, agency) -> None:
-    raw = make_package(config, G22, [A01])
+@pytest.mark.parametrize("shape", ROOTS)
+async def test_added_recipient_breaks_the_signature(node: Node, config: Config, agency, shape: str) -> None:
+    raw = make_package(config, G22, [A01], root=shape)
     tampered = raw.replace(
         b"<edXML:DocumentId>",
         b"<edXML:To><edXML:OrganId>000.00.00.I01</edXML:OrganId></edXML:To><edXML:DocumentId>",
@@ -97,8 +121,9 @@ async def test_added_recipient_breaks_the_signature(node: Node, config: Config, 
     assert (status, body["error"]) == (400, "signature_invalid")
 
 
-async def test_unsigned_package_is_refused(node: Node, config: Config, agency) -> None:
-    root = parse_xml(make_package(config, G22, [A01]))
+@pytest.mark.parametrize("shape", ROOTS)
+async def test_unsigned_package_is_refused(node: Node, config: Config, agency, shape: str) -> None:
+    root = parse_xml(make_package(config, G22, [A01], root=shape))
     sig = root.find(f".//{{{DS}}}Signature")
     assert sig is not None
     parent = sig.getparent()
@@ -109,8 +134,9 @@ async def test_unsigned_package_is_refused(node: Node, config: Config, agency) -
     assert "not signed" in body["message"]
 
 
-async def test_sha1_signature_is_refused(node: Node, config: Config, agency) -> None:
-    raw = make_package(config, G22, [A01])
+@pytest.mark.parametrize("shape", ROOTS)
+async def test_sha1_signature_is_refused(node: Node, config: Config, agency, shape: str) -> None:
+    raw = make_package(config, G22, [A01], root=shape)
     weak = raw.replace(
         b"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256", b"http://www.w3.org/2000/09/xmldsig#rsa-sha1"
     )
@@ -123,10 +149,10 @@ async def test_sha1_signature_is_refused(node: Node, config: Config, agency) -> 
     assert (status, body["error"]) == (400, "weak_algorithm")
 
 
-async def test_two_signatures_are_refused(node: Node, config: Config, agency) -> None:
-    root = parse_xml(make_package(config, G22, [A01]))
-    header = root.find("{http://www.mic.gov.vn/TBT/QCVN_102_2016}edXMLHeader")
-    assert header is not None
+@pytest.mark.parametrize("shape", ROOTS)
+async def test_two_signatures_are_refused(node: Node, config: Config, agency, shape: str) -> None:
+    root = parse_xml(make_package(config, G22, [A01], root=shape))
+    header = header_of(root)
     sig = header.find(f"{{{DS}}}Signature")
     assert sig is not None
     header.append(etree.fromstring(etree.tostring(sig)))

@@ -21,7 +21,16 @@ from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity, PrivateKey, Role
 from gateway.crypto.xmldsig import sign_enveloped, verify_enveloped
 from gateway.crypto.xmlenc import XENC, decrypt_element
-from gateway.domain.edxml import DS, Edoc, Organ, Status, build_status, q, read_package
+from gateway.domain.edxml import (
+    DS,
+    Edoc,
+    Organ,
+    Status,
+    build_status,
+    header_of,
+    read_package,
+    signature_location,
+)
 from gateway.domain.transfer import Transfer, package_digest_of
 from gateway.domain.transfer import read as read_transfer
 from gateway.domain.vocabulary import Network, StatusCode
@@ -31,23 +40,25 @@ from gateway.errors import (
     ConfigError,
     CryptoError,
     NotARecipient,
+    SchemaInvalid,
     SignatureInvalid,
     SignatureRejected,
     SignerNotTrusted,
 )
-from gateway.exchange.intake import SENDER_SIGNATURE_AT
 from gateway.infra.files.pki_dir import agency_paths, load_key_pair
 
 
 def sign_package(certs_dir: Path, code: str, root: etree._Element) -> bytes:
-    """Sign an edXML package with agency ``code``'s dev signing key (at edXMLHeader/ds:Signature)."""
+    """Sign an edXML package (rooted at edXML or edXMLEnvelope) with agency ``code``'s dev signing
+    key: an enveloped XMLDSig as the last child of edXMLHeader, where the gateway expects it."""
     crt, key_path = agency_paths(certs_dir, code, Role.SIGN)
     if not crt.exists():
         raise ConfigError(f"no dev signing certificate for agency {code} in {certs_dir}")
     cert, key, _ = load_key_pair(crt, key_path)
-    header = root.find(q("edXMLHeader"))
-    if header is None:
-        raise BadRequest("the package has no edXMLHeader to put the signature in")
+    try:
+        header = header_of(root)
+    except SchemaInvalid as exc:
+        raise BadRequest(f"cannot sign: {exc.message}") from None
     if header.find(f"{{{DS}}}Signature") is None:
         etree.SubElement(header, f"{{{DS}}}Signature", {"Id": "placeholder"}, nsmap={"ds": DS})
     return bytes(etree.tostring(sign_enveloped(root, key, [cert]), xml_declaration=True, encoding="UTF-8"))
@@ -128,8 +139,9 @@ def open_delivery(
 
     check = sender_check if transfer.routing.kind == "edoc" else adapter_or_sender
     try:
+        carried_root = parse_xml(package)
         inner, signer = verify_enveloped(
-            parse_xml(package), location=SENDER_SIGNATURE_AT, check_certificate=check
+            carried_root, location=signature_location(carried_root), check_certificate=check
         )
     except SignatureInvalid as exc:
         raise SignatureRejected.from_crypto(exc) from exc

@@ -6,7 +6,8 @@ Two identifier forms are in use side by side and both are accepted everywhere:
   (``000.00.00.G22``, ``002.00.20.H13``);
 * QĐ 20/2020/QĐ-TTg — at most 35 characters of ``0-9``, ``A-Z`` and ``.``, groups
   added left to right, the first being the level-1 code ``MX1X2`` (``H41``,
-  ``H41.12``, ``G22.05.117``).
+  ``H41.12``, ``G22.05.117``); and as real packages on the axis write it, two-digit groups
+  before the level-1 code (``28.22.H17``, ``01.02.G22``).
 
 :class:`Registry` checks the agencies as a whole (unique codes, known parents and
 successors, no cycles). A retired agency may name a successor; documents
@@ -35,6 +36,7 @@ _LEVEL1 = r"[A-Y][0-9]{2}"
 _CODE_RE = re.compile(
     rf"[0-9]{{3}}\.[0-9]{{2}}\.[0-9]{{2}}\.({_LEVEL1})"  # QCVN 102:2016
     rf"|({_LEVEL1})(?:\.[0-9A-Z]{{1,6}})*"  # QĐ 20/2020
+    rf"|(?:[0-9]{{2}}\.)+({_LEVEL1})"  # QĐ 20/2020 as seen on the axis: 28.22.H17
 )
 _LEVEL1_SHAPE = re.compile(r"[A-Z][0-9]{2}")
 _ALLOWED_CHARS = re.compile(r"[0-9A-Za-z.]*")  # lower case is diagnosed per group, with a better message
@@ -86,11 +88,16 @@ def _explain(value: str) -> str:
         return f"{head}: has an empty group ('..')"
     groups = value.split(".")
     if value[0].isdigit():
-        # Only the QCVN 102 form starts with a digit (its level 1 is on the right).
+        # Codes starting with a digit have their level 1 on the right: the QCVN 102 form, or
+        # two-digit groups before it (28.22.H17).
+        if all(len(g) == 2 and g.isdigit() for g in groups[:-1]) and len(groups) > 1:
+            problem = _level1_problem(groups[-1])
+            return f"{head}: {problem}" if problem else f"{head}: not a valid agency code"
         if len(groups) != 4:
             return (
                 f"{head}: a code starting with a digit must be the QCVN 102 form DDD.DD.DD.LDD; "
-                f"this has {_plural(len(groups), 'group')}, not 4"
+                f"this has {_plural(len(groups), 'group')}, not 4 (or two-digit groups before "
+                "the level-1 code, like 28.22.H17)"
             )
         problem = _level1_problem(groups[3])
         if problem is not None:
@@ -136,7 +143,7 @@ class AgencyCode:
         qcvn_level1 = match.group(1)
         if qcvn_level1 is not None:
             return cls(value, "qcvn102", qcvn_level1)
-        return cls(value, "qd20", match.group(2))
+        return cls(value, "qd20", match.group(2) or match.group(3))
 
     def __str__(self) -> str:
         return self.value

@@ -8,8 +8,8 @@ a ``gw:Transfer`` that each adapter seals with an enveloped signature::
       ds:Signature          the current adapter's seal (first child)
       gw:Routing            id, kind, from, networks, recipients, level, priority, digest
       gw:Hops/gw:Hop*       network, adapter, action (sealed|bridged), time, previous seal
-      gw:Package/gw:Encoded the package's exact bytes, base64: the sender's signed edXMLEnvelope,
-                            or its xenc:EncryptedData when classified
+      gw:Package/gw:Encoded the package's exact bytes, base64: the sender's signed package (rooted
+                            at edXML or edXMLEnvelope), or its xenc:EncryptedData when classified
 """
 
 from __future__ import annotations

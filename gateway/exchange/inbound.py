@@ -20,12 +20,11 @@ from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.agencies import Registry
 from gateway.domain.clock import Clock
-from gateway.domain.edxml import Edoc, read_package
+from gateway.domain.edxml import Edoc, read_package, signature_location
 from gateway.domain.transfer import Transfer
 from gateway.domain.vocabulary import Classification, Network, StatusCode
 from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import ClientError, DeliveryError, Forbidden, GatewayError
-from gateway.exchange.intake import SENDER_SIGNATURE_AT
 from gateway.exchange.ports import InboundStore, NewDelivery, NewDocument, NewEvent, NewRoute
 
 XENC_DATA = "{http://www.w3.org/2001/04/xmlenc#}EncryptedData"
@@ -140,7 +139,7 @@ class Inbound:
                 return self._trust.adapter(cert, network=transfer.routing.source, at=at)
 
         try:
-            verified, who = verify_enveloped(root, location=SENDER_SIGNATURE_AT, check_certificate=check)
+            verified, who = verify_enveloped(root, location=signature_location(root), check_certificate=check)
         except GatewayError as exc:
             raise Forbidden(f"the package inside the transfer does not verify: {exc.message}") from exc
         content = read_package(verified.signed)

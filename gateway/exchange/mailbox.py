@@ -22,11 +22,11 @@ from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.agencies import Registry
 from gateway.domain.clock import Clock
-from gateway.domain.edxml import Organ, Status, build_status, read_package
+from gateway.domain.edxml import Organ, Status, build_status, read_package, signature_location
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, StatusCode
 from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import ClientError, Forbidden, GatewayError, NotFound
-from gateway.exchange.intake import SENDER_SIGNATURE_AT, status_document
+from gateway.exchange.intake import status_document
 from gateway.exchange.ports import (
     DeliveryRecord,
     DocumentRecord,
@@ -120,13 +120,17 @@ class Mailbox:
             delivered_digest=digest,
         )
         package = adapter.sign_package(root)
+        # The digest a recipient checks is over the canonical signed bytes, as for any status an
+        # agency sends (Verified.signed_digest), not over the serialised package.
+        parsed = parse_xml(package)
+        signed, _ = verify_enveloped(parsed, location=signature_location(parsed), check_certificate=_any)
         return status_document(
             doc,
             sender=delivery.recipient,
             sender_network=delivery.network,
             code=StatusCode.ARRIVED.value,
             package=package,
-            digest=hashlib.sha256(package).hexdigest(),
+            digest=signed.signed_digest,
             signer=f"adapter:{adapter.name}",
             resolutions=[self._registry.resolve(doc.sender)],
             now=now,
@@ -207,9 +211,8 @@ class Mailbox:
             return self._trust.signer(cert, at=now)
 
         try:
-            verified, who = verify_enveloped(
-                parse_xml(package), location=SENDER_SIGNATURE_AT, check_certificate=check
-            )
+            root = parse_xml(package)
+            verified, who = verify_enveloped(root, location=signature_location(root), check_certificate=check)
             read = read_package(verified.signed)
             if not isinstance(read, Status) or (not by_adapter and who.code != read.sender):
                 return False, who.code, "signer is not the agency the status is from"
@@ -226,6 +229,10 @@ class Mailbox:
                 events = [e for e in events if e.recipient in (None, agency)]
             return events
         return await self._store.events(doc_id)
+
+
+def _any(cert: x509.Certificate) -> x509.Certificate:
+    return cert  # our own adapter's signature, just made: only its canonical bytes are wanted
 
 
 def _fetched_event(doc_id: str, delivery: DeliveryRecord, now: datetime, receipt: bool) -> NewEvent:
