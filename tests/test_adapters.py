@@ -131,5 +131,4 @@ async def test_corrupted_stored_package_is_quarantined_not_delivered(config: Con
         quarantined = [e for e in events if e.kind == "quarantined"]
         assert quarantined and "no longer parses" in quarantined[0].detail["reason"]
     finally:
-        node.courier.close()
-        await node.store.close()
+        await node.stop()  # an unstarted node too: courier, checker processes, store

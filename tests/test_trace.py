@@ -90,8 +90,7 @@ async def test_retries_failures_and_an_agencys_documents(config: Config, home: P
         while await node.courier.run_once():
             pass
     finally:
-        node.courier.close()
-        await node.store.close()
+        await node.stop()  # an unstarted node too: courier, checker processes, store
 
     out = await gateway(home, "trace", bad.id)
     assert out.returncode == 0, out.stderr

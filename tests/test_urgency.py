@@ -35,8 +35,7 @@ async def idle_node(engine_config: Config) -> AsyncIterator[Node]:
     try:
         yield node
     finally:
-        node.courier.close()
-        await node.store.close()
+        await node.stop()  # an unstarted node too: courier, checker processes, store
 
 
 async def test_hoa_toc_overtakes_a_backlog(idle_node: Node, engine_config: Config) -> None:
@@ -156,8 +155,7 @@ async def test_deadline_near_then_overdue_flagged_once(config: Config) -> None:
         events = await node.store.events(accepted.id)
         assert [e.recipient for e in events if e.kind == "overdue"] == [I01]
     finally:
-        node.courier.close()
-        await node.store.close()
+        await node.stop()  # an unstarted node too: courier, checker processes, store
 
 
 def test_due_dates_read_as_vietnam_time() -> None:

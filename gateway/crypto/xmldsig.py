@@ -137,8 +137,12 @@ def sign_enveloped(root: etree._Element, key: SigningKey, chain: list[x509.Certi
     return signed
 
 
-def _policy(location: str, policy: SignaturePolicy) -> SignatureConfiguration:
+def _policy(location: str, policy: SignaturePolicy, certificate: x509.Certificate) -> SignatureConfiguration:
     return SignatureConfiguration(
+        # Whether a certificate is valid, and at which moment, is the Trust port's decision (the
+        # caller's check_certificate, or the node judging a checker's answer): signxml must not
+        # refuse it first against the wall clock, turning "signer not trusted" into "bad signature".
+        verification_time=certificate.not_valid_before_utc,
         require_x509=True,
         location=location,
         expect_references=1,
@@ -334,7 +338,9 @@ def verify_enveloped(
     certificate = _certificate_of(signature)
     verdict = check_certificate(certificate)
     try:
-        result = XMLVerifier().verify(root, x509_cert=certificate, expect_config=_policy(location, policy))
+        result = XMLVerifier().verify(
+            root, x509_cert=certificate, expect_config=_policy(location, policy, certificate)
+        )
     except InvalidDigest as exc:
         raise SignatureInvalid("the signed content was changed after signing (digest mismatch)") from exc
     except InvalidCertificate as exc:

@@ -1,8 +1,15 @@
 """Accepting packages: the checks every submission passes before it is stored and answered 202.
 
 Order matters and is fixed: bounded hardened parse → schema → sender's
-signature (certificate checked first) → read routing facts from what the
-signature covers → bind to the authenticated agency → registry → store.
+signature → read routing facts from what the signature covers → the signer's
+certificate judged → bind to the authenticated agency → registry → store.
+
+A submission has two phases. The CPU phase (:func:`check_package`: parse, schema,
+canonicalise, verify, read; and :func:`encrypt_package` for a classified document) is
+pure — bytes in, a frozen :class:`Checked` out, no store, trust or clock — so it can run
+where it cannot stall the event loop (``PackageWork``; a node runs it in worker processes
+with a CPU budget, ``gateway.runtime.checkers``). The store phase (``Intake``) judges the
+signer with ``Trust``, applies the registry and stores.
 """
 
 from __future__ import annotations
@@ -11,11 +18,13 @@ import base64
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from gateway.adapters.ports import Trust
@@ -24,9 +33,17 @@ from gateway.crypto.xmldsig import verify_enveloped
 from gateway.crypto.xmlenc import EncryptionRecipient, encrypt_element
 from gateway.domain.agencies import Registry, Resolution
 from gateway.domain.clock import Clock
-from gateway.domain.edxml import NS, Edoc, Status, read_package, validate_package
+from gateway.domain.edxml import (
+    LEGACY_SIGNATURE_ONLY,
+    Edoc,
+    Status,
+    legacy_signature_only,
+    read_package,
+    signature_location,
+    validate_package,
+)
 from gateway.domain.vocabulary import Classification, Network, StatusCode
-from gateway.domain.xmlsafe import parse_xml
+from gateway.domain.xmlsafe import DEFAULT_LIMITS, XmlLimits, parse_xml
 from gateway.errors import (
     BadRequest,
     ClassificationMismatch,
@@ -41,8 +58,6 @@ from gateway.errors import (
 )
 from gateway.exchange.deadlines import due_at
 from gateway.exchange.ports import DocumentRecord, IntakeStore, NewDelivery, NewDocument, NewEvent, NewRoute
-
-SENDER_SIGNATURE_AT = f"./{{{NS}}}edXMLHeader/"
 
 
 def new_id() -> str:
@@ -96,6 +111,88 @@ def redirect_events(
     ]
 
 
+# --- the CPU phase: pure, so it may run in a worker process ---------------------------------------
+
+# A real agency certificate is 1-2 KB. The store phase parses and fingerprints the signer's
+# certificate on the event loop, so one the size of the whole package is refused here.
+MAX_CERTIFICATE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the CPU phase found in a package: only what the signature verifier returned as signed
+    (the routing facts read from the signed tree, and the digest of the signed bytes), plus the
+    certificate the verifier checked the signature with, for ``Trust`` to judge."""
+
+    package: Edoc | Status
+    signed_digest: str
+    certificate: bytes  # DER
+
+
+def _bounded_certificate(cert: x509.Certificate) -> None:
+    size = len(cert.public_bytes(Encoding.DER))
+    if size > MAX_CERTIFICATE_BYTES:
+        raise SignatureRejected(
+            f"the certificate in KeyInfo is {size} bytes; at most {MAX_CERTIFICATE_BYTES} are accepted"
+        )
+
+
+def check_package(raw: bytes, limits: XmlLimits) -> Checked:
+    """The CPU work of a submission: bounded hardened parse, schema, signature, signed facts.
+
+    Needs no store, trust or clock; the signer's certificate is judged afterwards by the caller
+    (``Checked.certificate``), so a package signed by a stranger costs this much and no more.
+    Raises the ``ClientError`` that refuses the package.
+    """
+    root = parse_xml(raw, limits=limits)
+    validate_package(root)
+    if legacy_signature_only(root):
+        raise SignatureRejected(LEGACY_SIGNATURE_ONLY)
+    try:
+        verified, _ = verify_enveloped(
+            root, location=signature_location(root), check_certificate=_bounded_certificate
+        )
+    except SignatureInvalid as exc:
+        raise SignatureRejected.from_crypto(exc) from exc
+    package = read_package(verified.signed)
+    return Checked(package, verified.signed_digest, verified.certificate.public_bytes(Encoding.DER))
+
+
+def encrypt_package(raw: bytes, limits: XmlLimits, recipients: Sequence[EncryptionRecipient]) -> bytes:
+    """Sign-then-encrypt: the package exactly as its sender signed it, encrypted for ``recipients``
+    (``raw`` has passed :func:`check_package`; it is parsed again because a tree cannot cross
+    into a worker process, and parsing is the cheap part)."""
+    return bytes(etree.tostring(encrypt_element(parse_xml(raw, limits=limits), recipients)))
+
+
+class PackageWork(Protocol):
+    """Where the CPU phase runs. A node gives ``gateway.runtime.checkers.CheckerPool``: worker
+    processes, a CPU budget per package, a bounded queue served fairly between agencies.
+    ``agency`` (the authenticated caller) is whose turn the work counts against."""
+
+    async def check(self, raw: bytes, limits: XmlLimits, *, agency: str) -> Checked: ...
+
+    async def encrypt(
+        self, raw: bytes, limits: XmlLimits, recipients: Sequence[EncryptionRecipient], *, agency: str
+    ) -> bytes: ...
+
+
+class InlineWork:
+    """The CPU phase in the calling thread: for use cases driven directly (the unit tests), where
+    no event loop serves anyone else. No budget: nothing here can stop a running parse."""
+
+    async def check(self, raw: bytes, limits: XmlLimits, *, agency: str) -> Checked:
+        return check_package(raw, limits)
+
+    async def encrypt(
+        self, raw: bytes, limits: XmlLimits, recipients: Sequence[EncryptionRecipient], *, agency: str
+    ) -> bytes:
+        return encrypt_package(raw, limits, recipients)
+
+
+# --- the store phase -------------------------------------------------------------------------------
+
+
 class Intake:
     """Turns an authenticated agency's package into a stored document with its deliveries."""
 
@@ -107,13 +204,16 @@ class Intake:
         clock: Clock,
         *,
         max_bytes: int,
+        limits: XmlLimits = DEFAULT_LIMITS,
+        work: PackageWork | None = None,
         on_accepted: Callable[[], None] = lambda: None,
     ) -> None:
         self._registry = registry
         self._store = store
         self._trust = trust
         self._clock = clock
-        self._max_bytes = max_bytes
+        self._limits = replace(limits, max_bytes=max_bytes)
+        self._work = work or InlineWork()
         self._on_accepted = on_accepted
 
     async def submit(
@@ -125,17 +225,9 @@ class Intake:
         ``declared`` is the secrecy level of the transport metadata, which must equal the signed one.
         """
         now = self._clock.now()
-        root = parse_xml(raw, max_bytes=self._max_bytes)
-        validate_package(root)
-
-        def check(cert: x509.Certificate) -> CertIdentity:
-            return self._trust.signer(cert, at=now)
-
-        try:
-            verified, signer = verify_enveloped(root, location=SENDER_SIGNATURE_AT, check_certificate=check)
-        except SignatureInvalid as exc:
-            raise SignatureRejected.from_crypto(exc) from exc
-        package = read_package(verified.signed)
+        checked = await self._work.check(raw, self._limits, agency=agency)
+        signer = self._signer(checked.certificate, now)
+        package = checked.package
         if package.sender != agency:
             raise SenderMismatch(
                 f"the package says it is from {package.sender}, "
@@ -166,15 +258,22 @@ class Intake:
                     f"the package is signed as '{package.classification.slug}' but declared for routing as "
                     f"'{(declared or Classification.NONE).slug}' (X-Classification header); they must match"
                 )
-            return await self._accept_edoc(package, root, raw, verified.signed_digest, signer, verify_event)
+            return await self._accept_edoc(package, raw, checked.signed_digest, signer, verify_event)
         if about is None:
             raise BadRequest("a status package goes to POST /v1/edocs/{id}/status, not /v1/edocs")
-        return await self._accept_status(package, raw, verified.signed_digest, signer, verify_event, about)
+        return await self._accept_status(package, raw, checked.signed_digest, signer, verify_event, about)
+
+    def _signer(self, certificate: bytes, now: datetime) -> CertIdentity:
+        """Whether the certificate the verifier used may sign for an agency at ``now``."""
+        try:
+            cert = x509.load_der_x509_certificate(certificate)
+        except ValueError as exc:  # the CPU phase read it already; a worker should not send junk
+            raise SignatureRejected("the certificate in KeyInfo cannot be read") from exc
+        return self._trust.signer(cert, at=now)
 
     async def _accept_edoc(
         self,
         pkg: Edoc,
-        root: etree._Element,
         raw: bytes,
         digest: str,
         signer: CertIdentity,
@@ -187,7 +286,7 @@ class Intake:
         routes = plan_routes(resolutions)
         classified = pkg.classification is not Classification.NONE
         # Sign-then-encrypt, before anything is stored: the database never holds the plaintext.
-        stored = self._encrypt_for(root, routes, now) if classified else raw
+        stored = await self._encrypt_for(raw, pkg.sender, routes, now) if classified else raw
         events = [
             NewEvent(
                 "accepted",
@@ -257,13 +356,15 @@ class Intake:
                 f"below this document's level '{pkg.classification.slug}'"
             )
 
-    def _encrypt_for(self, root: etree._Element, routes: tuple[NewRoute, ...], now: datetime) -> bytes:
+    async def _encrypt_for(
+        self, raw: bytes, agency: str, routes: tuple[NewRoute, ...], now: datetime
+    ) -> bytes:
         recipients = [
             EncryptionRecipient(d.recipient, self._trust.encryption_certificate(d.recipient, at=now))
             for route in routes
             for d in route.deliveries
         ]
-        return bytes(etree.tostring(encrypt_element(root, recipients)))
+        return await self._work.encrypt(raw, self._limits, recipients, agency=agency)
 
     async def _check_receipt(self, pkg: Status, original: DocumentRecord, network: Network) -> None:
         """A 01 must be over the digest of exactly what was delivered (mandatory when classified)."""
@@ -285,17 +386,31 @@ class Intake:
         original = await self._store.document(about)
         if original is None or original.kind != "edoc":
             raise NotFound(f"no document with id {about}")
-        if (pkg.about_organ, pkg.about_document_id) != (original.sender, original.document_id):
+        if pkg.about_document_id != original.document_id:
             raise BadRequest(
-                f"the status package answers DocumentId {pkg.about_document_id} of {pkg.about_organ}, "
+                f"the status package answers DocumentId {pkg.about_document_id}, "
                 f"but document {about} is DocumentId {original.document_id} of {original.sender}"
             )
         deliveries = await self._store.deliveries(about)
+        # On the axis a status names its addressee in ResponseFor/OrganId (it has no To).
         if pkg.code.from_sender:
             if pkg.sender != original.sender:
                 raise Forbidden(f"only the sender {original.sender} may ask to recall document {about}")
-            targets = [d.recipient for d in deliveries]
+            # The sender's own code asks every recipient; a recipient's code (as the axis's
+            # clients send a 13) asks that one, by the code it was addressed to or delivered to.
+            asked = [d for d in deliveries if pkg.about_organ in (d.recipient, d.addressed)]
+            if pkg.about_organ != original.sender and not asked:
+                raise BadRequest(
+                    f"the recall names {pkg.about_organ} in ResponseFor/OrganId, which is neither the "
+                    f"sender nor a recipient of document {about}"
+                )
+            targets = [d.recipient for d in (deliveries if pkg.about_organ == original.sender else asked)]
         else:
+            if pkg.about_organ != original.sender:
+                raise BadRequest(
+                    f"a status goes to the document's sender: ResponseFor/OrganId must be "
+                    f"{original.sender}, not {pkg.about_organ}"
+                )
             mine = next((d for d in deliveries if d.recipient == pkg.sender), None)
             if mine is None:
                 raise Forbidden(f"agency {pkg.sender} is not a recipient of document {about}")
