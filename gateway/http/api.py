@@ -7,6 +7,7 @@ else is a 500 that names only the request id (the log has the rest).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -20,9 +21,12 @@ from gateway.domain.clock import Clock
 from gateway.domain.vocabulary import Classification, Network
 from gateway.errors import (
     BadRequest,
+    CheckersBusy,
     ClientError,
+    DuplicateHeader,
     Forbidden,
     PackageTooLarge,
+    RequestTimeout,
     TooManyRequests,
     Unauthenticated,
 )
@@ -31,13 +35,17 @@ from gateway.exchange.intake import Accepted, Intake
 from gateway.exchange.mailbox import Mailbox
 from gateway.exchange.ports import EventRecord, InboxItem, Store
 from gateway.exchange.ratelimit import SubmissionLimiter, retry_after_header
+from gateway.http.edge import peer_gone, watch_body
 from gateway.operators import logs
 from gateway.operators.logs import clean_request_id
+from gateway.operators.metrics import EdgeCounts
 
 log = logging.getLogger("gateway.http.api")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 MAX_BYTES = web.AppKey("max_bytes", int)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
+EDGE_COUNTS = web.AppKey("edge_counts", EdgeCounts)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -51,9 +59,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     request[REQUEST_ID] = request_id
     # Every log line and delivery-log record written for this request names it (gateway.operators.logs).
     context = (logs.REQUEST_ID.set(request_id), logs.DOCUMENT.set(request.match_info.get("id")))
+    # From the headers on, the body has body_timeout seconds to arrive, whoever reads it.
+    deadline = watch_body(request, request.app[BODY_TIMEOUT], request.app[EDGE_COUNTS])
     try:
         response = await _handle(request, handler, request_id)
     finally:
+        if deadline is not None:
+            deadline.cancel()
         logs.REQUEST_ID.reset(context[0])
         logs.DOCUMENT.reset(context[1])
     response.headers["X-Request-Id"] = request_id
@@ -76,6 +88,12 @@ async def _handle(request: web.Request, handler: Handler, request_id: str) -> we
         response = _error(exc.status, exc.code, exc.message, request_id)
         if isinstance(exc, TooManyRequests):
             response.headers["Retry-After"] = retry_after_header(exc.retry_after)
+        if isinstance(exc, RequestTimeout):
+            response.force_close()  # the rest of a late body is not waited for
+    except CheckersBusy as exc:  # load, not the client's fault: a 503 it may retry after a while
+        log.info("%s %s -> 503 %s", request.method, request.path, exc.code, extra={"request_id": request_id})
+        response = _error(exc.status, exc.code, exc.message, request_id)
+        response.headers["Retry-After"] = retry_after_header(exc.retry_after)
     except web.HTTPRequestEntityTooLarge:
         too_large = PackageTooLarge(f"the request body exceeds the limit of {request.app[MAX_BYTES]} bytes")
         response = _error(too_large.status, too_large.code, too_large.message, request_id)
@@ -84,12 +102,31 @@ async def _handle(request: web.Request, handler: Handler, request_id: str) -> we
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "bad_request")
         response = _error(exc.status, code, exc.reason, request_id)
-    except Exception:
-        log.exception(
-            "unhandled error on %s %s", request.method, request.path, extra={"request_id": request_id}
-        )
-        response = _error(500, "internal", f"internal error; quote request id {request_id}", request_id)
+    except asyncio.CancelledError:
+        if peer_gone(request):
+            _client_went_away(request, request_id)
+        raise
+    except Exception as exc:
+        if not (isinstance(exc, ConnectionError) and peer_gone(request)):
+            log.exception(
+                "unhandled error on %s %s", request.method, request.path, extra={"request_id": request_id}
+            )
+            return _error(500, "internal", f"internal error; quote request id {request_id}", request_id)
+        # The client closed its connection (mid-body, most often): nobody will read this answer.
+        _client_went_away(request, request_id)
+        response = _error(400, "bad_request", "the connection closed before the answer", request_id)
     return response
+
+
+def _client_went_away(request: web.Request, request_id: str) -> None:
+    # An INFO line and a counter: a client that drops connections must not fill the error log.
+    request.app[EDGE_COUNTS].disconnects += 1
+    log.info(
+        "%s %s: the connection closed before the answer",
+        request.method,
+        request.path,
+        extra={"request_id": request_id},
+    )
 
 
 class Api:
@@ -164,7 +201,7 @@ class Api:
     async def submit(self, request: web.Request) -> web.Response:
         agency = self.agency_of(request)
         self._admit(agency)
-        declared = request.headers.get("X-Classification")
+        declared = _one_header(request, "X-Classification")
         try:
             level = Classification.from_slug(declared.strip()) if declared else None
         except BadRequest as exc:
@@ -179,7 +216,7 @@ class Api:
 
     async def inbox(self, request: web.Request) -> web.Response:
         agency = self.agency_of(request)
-        include_fetched = request.query.get("all", "") in ("1", "true", "yes")
+        include_fetched = (_one_query(request, "all") or "") in ("1", "true", "yes")
         limit = _int_query(request, "limit", 500, 1, 5000)
         items = await self._mailbox.inbox(agency, include_fetched=include_fetched, limit=limit)
         return web.json_response({"agency": agency, "documents": [_inbox_view(i) for i in items]})
@@ -211,7 +248,7 @@ class Api:
 
     async def agencies(self, request: web.Request) -> web.Response:
         self.agency_of(request)
-        network = request.query.get("network")
+        network = _one_query(request, "network")
         limit = _int_query(request, "limit", 1000, 1, 200_000)
         offset = _int_query(request, "offset", 0, 0, 10_000_000)
         rows = [a for a in self._registry if network is None or a.network.value == network]
@@ -223,8 +260,23 @@ class Api:
         return web.json_response({"status": "ok", "pending_routes": await self._store.pending_routes()})
 
 
+def _one_header(request: web.Request, name: str) -> str | None:
+    """The value of a header the gateway acts on; sent twice, it is refused rather than guessed."""
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise DuplicateHeader(f"the {name} header came {len(values)} times; send it once")
+    return values[0] if values else None
+
+
+def _one_query(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise BadRequest(f"query parameter {name} came {len(values)} times; give it once")
+    return values[0] if values else None
+
+
 def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
+    raw = _one_query(request, name)
     if raw is None:
         return default
     if not raw.isdigit() or not low <= int(raw) <= high:
@@ -292,10 +344,16 @@ def agency_view(a: Any) -> dict[str, Any]:
     }
 
 
-def make_app(api: Api, *, max_bytes: int) -> web.Application:
+def make_app(
+    api: Api, *, max_bytes: int, body_timeout: float = 120.0, edge_counts: EdgeCounts | None = None
+) -> web.Application:
+    """The API's routes behind ``errors_middleware``; ``edge_counts`` receives the disconnects and
+    body timeouts it sees (``/metrics``)."""
     # Room above the package limit for nothing else: the body IS the package.
     app = web.Application(client_max_size=max_bytes, middlewares=[errors_middleware])
     app[MAX_BYTES] = max_bytes
+    app[BODY_TIMEOUT] = body_timeout
+    app[EDGE_COUNTS] = edge_counts if edge_counts is not None else EdgeCounts()
     app.router.add_post("/v1/edocs", api.submit)
     app.router.add_get("/v1/inbox", api.inbox)
     app.router.add_get("/v1/edocs/{id}", api.fetch)

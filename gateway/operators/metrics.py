@@ -94,6 +94,20 @@ class _Link:
     last_success: float | None = None
 
 
+@dataclass
+class EdgeCounts:
+    """What the HTTP edge saw since the node started (``gateway.http`` writes it, ``/metrics`` reads it).
+
+    Kept apart from the delivery log: a connection is not a document, and an attacker who opens
+    and drops connections must not be able to write records."""
+
+    open_connections: int = 0
+    disconnects: int = 0  # a client closed its connection before its answer
+    malformed: int = 0  # requests that were not well-formed HTTP (answered 400 bad_request)
+    refused: Counter[str] = field(default_factory=Counter)  # new connections over a cap, by cap
+    timeouts: Counter[str] = field(default_factory=Counter)  # requests cut off, by what was late
+
+
 @dataclass(frozen=True)
 class CertExpiry:
     owner: str
@@ -113,6 +127,7 @@ class Metrics:
         self.latency: dict[tuple[str, str], _Histogram] = {}
         # Bridges of an embedded node are in-process: up until the log says a crossing failed.
         self.links: dict[tuple[str, str], _Link] = {pair: _Link(1) for pair in links}
+        self.edge = EdgeCounts()
 
     def observe(self, events: list[FeedEvent]) -> None:
         for e in events:
@@ -244,7 +259,40 @@ class Metrics:
                 "When the head of the delivery log was last signed.",
                 [({}, audit_last_signed.timestamp())],
             )
+        self._render_edge(out)
         return out.text()  # fmt: skip
+
+    def _render_edge(self, out: _Writer) -> None:
+        edge = self.edge
+        out.family(
+            "gateway_open_connections",
+            "gauge",
+            "TLS connections to the API and console open now (handshake done, under the caps).",
+            [({}, edge.open_connections)],
+        )
+        out.family(
+            "gateway_client_disconnects_total",
+            "counter",
+            "Requests whose client closed the connection before the answer.",
+            [({}, edge.disconnects)],
+        )
+        out.family(
+            "gateway_malformed_requests_total",
+            "counter",
+            "Requests that were not well-formed HTTP (answered 400 bad_request).",
+            [({}, edge.malformed)],
+        )
+        out.family(
+            "gateway_connections_refused_total",
+            "counter",
+            "New connections answered and closed because a cap was reached (per_client: 429, total: 503).",
+            [({"cap": cap}, n) for cap, n in edge.refused.items()],
+        )
+        out.family(
+            "gateway_request_timeouts_total", "counter",
+            "Requests cut off because a part of them did not arrive in time (body: 408).",
+            [({"stage": stage}, n) for stage, n in edge.timeouts.items()],
+        )  # fmt: skip
 
 
 class _Writer:
