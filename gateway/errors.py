@@ -18,8 +18,14 @@ answers with ``SignatureRejected.from_crypto`` (same status, code and message).
     │   │   ├── ForbiddenXmlConstruct     400 forbidden_xml
     │   │   ├── SchemaInvalid             400 schema_invalid
     │   │   ├── InvalidAgencyCode         400 invalid_agency_code
-    │   │   └── ClassificationMismatch    400 classification_mismatch
+    │   │   ├── ClassificationMismatch    400 classification_mismatch
+    │   │   ├── DuplicateField            400 duplicate_field
+    │   │   ├── InvalidDate               400 invalid_date
+    │   │   ├── AttachmentMismatch        400 attachment_mismatch
+    │   │   ├── InvalidAttachmentName     400 invalid_attachment_name
+    │   │   └── PackageTooExpensive       400 too_expensive (over its CPU or memory budget)
     │   ├── BadRequest                    400 bad_request
+    │   │   └── DuplicateHeader           400 duplicate_header
     │   ├── ReceiptMismatch               400 receipt_mismatch
     │   ├── SignatureRejected             400 signature_invalid
     │   │   └── WeakAlgorithm             400 weak_algorithm
@@ -29,12 +35,18 @@ answers with ``SignatureRejected.from_crypto`` (same status, code and message).
     │   │   ├── SignerNotTrusted          403 signer_not_trusted
     │   │   └── ClearanceTooLow           403 clearance_too_low
     │   ├── NotFound                      404 not_found
+    │   ├── RequestTimeout                408 request_timeout
     │   ├── DocumentConflict              409 document_conflict
     │   ├── PackageTooLarge               413 too_large
     │   ├── TooManyRequests               429 rate_limited (with Retry-After)
+    │   ├── TooManyConnections            429 too_many_connections (one client certificate holds its cap)
     │   └── RecipientRejected             422 recipient_rejected
     │       ├── UnknownRecipient          422 unknown_recipient
     │       └── InactiveRecipient         422 inactive_recipient
+    ├── ServerBusy                        503 server_busy (the gateway holds its cap of connections)
+    ├── CheckersBusy                      503 checkers_busy (every package checker busy, queue full;
+    │                                      with Retry-After)
+    ├── CheckerFailed                     (a checker process died or answered nonsense: 500)
     ├── ConsoleRefused                    (console: 401 or 403, answered as an HTML page)
     ├── ConfigError                       (operator: bad home, config or registry file)
     ├── UsageError                        (the command line is wrong: exit status 2)
@@ -81,7 +93,8 @@ class MalformedXml(BadPackage):
 
 
 class ForbiddenXmlConstruct(BadPackage):
-    """DTDs, entity declarations and processing instructions are never accepted."""
+    """DTDs, entity declarations and processing instructions are never accepted, nor a document
+    past one of the parser's limits (``XmlLimits``; the message names the limit)."""
 
     code = "forbidden_xml"
 
@@ -100,8 +113,51 @@ class ClassificationMismatch(BadPackage):
     code = "classification_mismatch"
 
 
+class DuplicateField(BadPackage):
+    """A field the gateway acts on (From, DocumentId, gw:Classification, Priority, DueDate...)
+    appears more than once in a package: never a guess which one counts."""
+
+    code = "duplicate_field"
+
+
+class InvalidDate(BadPackage):
+    """A date the gateway acts on (DueDate, a status Timestamp) is not a real date in a known form."""
+
+    code = "invalid_date"
+
+
+class AttachmentMismatch(BadPackage):
+    """The manifest names an attachment the package lacks, or carries one the manifest does not name."""
+
+    code = "attachment_mismatch"
+
+
+class InvalidAttachmentName(BadPackage):
+    """An attachment name that is not a plain file name (a path, ``..``, a control character, too long)."""
+
+    code = "invalid_attachment_name"
+
+
+class PackageTooExpensive(BadPackage):
+    """Checking the package (parse, schema, signature, encryption) needed more CPU than
+    ``submit_cpu_seconds`` or more memory than ``submit_memory_mb``; the checker was stopped and
+    nothing was stored.
+
+    A 400, not a 503: the budget counts the checker's own CPU time, not the time it waited for a
+    core, so a busy node does not push an ordinary package over it, and the same package would
+    only be refused again. Both bounds sit far above what real packages cost (README, Limits)."""
+
+    code = "too_expensive"
+
+
 class BadRequest(ClientError):
     status, code = 400, "bad_request"
+
+
+class DuplicateHeader(BadRequest):
+    """A header the gateway acts on (``X-Classification``) came more than once: never a guess."""
+
+    code = "duplicate_header"
 
 
 class ReceiptMismatch(ClientError):
@@ -156,6 +212,12 @@ class NotFound(ClientError):
     status, code = 404, "not_found"
 
 
+class RequestTimeout(ClientError):
+    """The request body did not arrive within ``body_timeout`` seconds; the connection is closed."""
+
+    status, code = 408, "request_timeout"
+
+
 class DocumentConflict(ClientError):
     status, code = 409, "document_conflict"
 
@@ -174,6 +236,12 @@ class TooManyRequests(ClientError):
         self.retry_after = retry_after
 
 
+class TooManyConnections(ClientError):
+    """One client certificate already holds ``max_connections_per_client`` open connections."""
+
+    status, code = 429, "too_many_connections"
+
+
 class RecipientRejected(ClientError):
     status, code = 422, "recipient_rejected"
 
@@ -184,6 +252,35 @@ class UnknownRecipient(RecipientRejected):
 
 class InactiveRecipient(RecipientRejected):
     code = "inactive_recipient"
+
+
+class ServerBusy(GatewayError):
+    """The gateway holds ``max_connections`` open connections; a new one is answered and closed.
+
+    Not a ``ClientError``: no one client caused it (a client over its own cap gets
+    ``TooManyConnections``)."""
+
+    status, code = 503, "server_busy"
+
+
+class CheckersBusy(GatewayError):
+    """Every package checker is busy and the queue before them is full (or this agency holds its
+    share of it): nothing was read further or stored; send again after ``retry_after`` seconds.
+
+    Not a ``ClientError``: it is load, not anything wrong with the package; a 503 so that a
+    document system retries it, and a bound so that waiting packages cannot fill the memory."""
+
+    status, code = 503, "checkers_busy"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CheckerFailed(GatewayError):
+    """A package checker process died for another reason than its CPU budget, or answered with
+    something that is not a verdict: a fault of the gateway (answered 500, logged), never
+    taken as a verdict on the package."""
 
 
 class ConsoleRefused(GatewayError):

@@ -158,7 +158,8 @@ async def test_export_verifies_offline_with_only_the_trust_anchors(
         i for i, line in enumerate(lines) if json.loads(line).get("seq") == last // 2 and '"record"' in line
     )
     record = json.loads(lines[middle])
-    record["network"] = "front"
+    # Really altered: a record whose network already is "front" would be left as it was.
+    record["network"] = "party" if record.get("network") == "front" else "front"
     altered = [*lines[:middle], json.dumps(record), *lines[middle + 1 :]]
     (auditor / "altered.jsonl").write_text("\n".join(altered) + "\n")
     out = await gateway(

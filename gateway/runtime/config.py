@@ -11,13 +11,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.domain.vocabulary import Network
+from gateway.domain.xmlsafe import DEFAULT_LIMITS, XmlLimits
 from gateway.errors import ConfigError
 
 CONFIG_FILE = "gateway.toml"
 DEFAULT_PORT = 8443
 DEFAULT_CARRIERS = min(4, os.cpu_count() or 1)
+DEFAULT_CHECKERS = min(4, os.cpu_count() or 1)
 
 DEFAULT_CONFIG = f"""\
 # edXML gateway node configuration. Paths are relative to this file's directory.
@@ -33,6 +36,33 @@ sqlite_synchronous = "FULL"    # FULL: an accepted document survives power loss,
 submit_rate = 100.0            # documents/s each agency may sustain (0: no limit); above: 429
 submit_burst = 2000            # ... and how many it may send at once above that rate
 carriers = {DEFAULT_CARRIERS}                   # processes that seal and verify (0: a thread)
+# The CPU work of a submission (parse, schema, signature; encryption) runs in checker processes,
+# never on the event loop that answers everyone else.
+submit_checkers = {DEFAULT_CHECKERS}            # checker processes: packages checked at once
+submit_cpu_seconds = 5.0       # CPU seconds a checker may spend on one package (its check, and
+                               # again its encryption); past it: 400 too_expensive, stored nothing
+submit_memory_mb = 1024        # address space of one checker (a 47 MB package of attachments
+                               # needs under 512); a package that needs more: 400 too_expensive
+submit_queue = 64              # packages that may wait for a checker (one agency: half of them);
+                               # past it: 503 checkers_busy with Retry-After
+# Slow and noisy clients: a connection that stalls is closed, and no client can hold them all.
+tls_handshake_timeout = 10.0   # seconds from connect to a finished TLS handshake
+header_timeout = 20.0          # seconds from the handshake (or the last answer) to complete request
+                               # headers; an idle keep-alive connection is closed after it too
+body_timeout = 120.0           # seconds for the whole body once the headers are in; late: 408
+max_connections = 2000         # open connections in total; above: 503 server_busy, closed
+max_connections_per_client = 200  # open connections per client certificate (all connections
+                               # without one share one such budget); above: 429, closed
+# What one submitted package may hold (the hardened parser); past any: 400 forbidden_xml naming it.
+# Only lower values are accepted: carrying, fetching and the agencies' own tools parse with these.
+xml_max_depth = 64              # nesting of elements (real packages: about 8)
+xml_max_elements = 100000       # in the whole document (3,000 recipients, encrypted: about 51,000)
+xml_max_attributes_per_element = 32
+xml_max_namespaces_per_element = 16  # xmlns declarations on one element
+xml_max_namespaces = 64         # xmlns declarations in the whole document (real packages: 2-6)
+xml_max_name_length = 256       # characters of an element's or attribute's local name
+xml_max_prefix_length = 64
+xml_max_namespace_uri_length = 512
 """
 
 
@@ -50,10 +80,20 @@ class Config:
     carriers: int = 0
     submit_rate: float = 100.0
     submit_burst: int = 2000
+    submit_checkers: int = DEFAULT_CHECKERS
+    submit_cpu_seconds: float = 5.0  # the kernel counts a checker's CPU time, not the time it waits
+    submit_memory_mb: int = 1024
+    submit_queue: int = 64
     network: Network | None = None  # None: one node serves all three networks (embedded default)
     peers: Mapping[Network, str] = field(default_factory=dict)  # network -> https URL of its node
     give_up_after: float = 86_400.0  # seconds a route may wait for a peer before it is marked failed
     lease_seconds: float = 60.0  # how long a claim holds before another replica may take the work
+    tls_handshake_timeout: float = 10.0
+    header_timeout: float = 20.0  # also closes idle keep-alive connections (aiohttp's keepalive_timeout)
+    body_timeout: float = 120.0
+    max_connections: int = 2000
+    max_connections_per_client: int = 200
+    xml_limits: XmlLimits = DEFAULT_LIMITS  # what one submitted package may hold (``xml_*`` settings)
 
     @property
     def database_url(self) -> str:
@@ -74,6 +114,10 @@ def resolve_home(arg: str | None) -> Path:
 KNOWN_SETTINGS = {
     "node", "host", "port", "database", "registry", "certs", "max_package_bytes", "sqlite_synchronous",
     "carriers", "submit_rate", "submit_burst", "network", "give_up_after", "lease_seconds",
+    "submit_checkers", "submit_cpu_seconds", "submit_memory_mb", "submit_queue",
+    "tls_handshake_timeout", "header_timeout", "body_timeout", "max_connections",
+    "max_connections_per_client",
+    *(f"xml_{name}" for name in XmlLimits.__dataclass_fields__ if name != "max_bytes"),
 }  # fmt: skip
 
 
@@ -112,13 +156,50 @@ def load_config(home: Path, path: Path | None = None) -> Config:
             carriers=int(data.get("carriers", 0)),
             submit_rate=float(data.get("submit_rate", 100.0)),
             submit_burst=int(data.get("submit_burst", 2000)),
+            submit_checkers=_positive(int, data, "submit_checkers", DEFAULT_CHECKERS),
+            submit_cpu_seconds=_positive(float, data, "submit_cpu_seconds", 5.0),
+            submit_memory_mb=_positive(int, data, "submit_memory_mb", 1024),
+            submit_queue=_positive(int, data, "submit_queue", 64),
             network=network,
             peers=peer_urls,
             give_up_after=float(data.get("give_up_after", 86_400.0)),
             lease_seconds=float(data.get("lease_seconds", 60.0)),
+            tls_handshake_timeout=_positive(float, data, "tls_handshake_timeout", 10.0),
+            header_timeout=_positive(float, data, "header_timeout", 20.0),
+            body_timeout=_positive(float, data, "body_timeout", 120.0),
+            max_connections=_positive(int, data, "max_connections", 2000),
+            max_connections_per_client=_positive(int, data, "max_connections_per_client", 200),
+            xml_limits=_xml_limits(data, int(data.get("max_package_bytes", 50 * 1024 * 1024))),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _positive(kind: type[_Number], data: Mapping[str, object], name: str, default: _Number) -> _Number:
+    """A timeout or cap (of the HTTP edge, of the package checkers): it must be above 0 (a zero
+    would close every connection at once, or let none in)."""
+    value = kind(str(data.get(name, default)))
+    if not value > 0:
+        raise ValueError(f"{name} must be greater than 0, not {value}")
+    return value
+
+
+def _xml_limits(data: Mapping[str, object], max_bytes: int) -> XmlLimits:
+    """The ``xml_*`` settings as the intake's parser limits. Each may only lower the built-in
+    value: what the intake accepts is parsed again by the courier, the mailbox and the agencies'
+    own tools with the built-in limits, so a higher one would accept packages nobody can carry."""
+    found: dict[str, int] = {}
+    for name in XmlLimits.__dataclass_fields__:
+        if name == "max_bytes" or f"xml_{name}" not in data:
+            continue
+        value, ceiling = data[f"xml_{name}"], getattr(DEFAULT_LIMITS, name)
+        if type(value) is not int or not 0 < value <= ceiling:
+            raise ValueError(f"xml_{name} must be a whole number from 1 to {ceiling}, not {value!r}")
+        found[name] = value
+    return XmlLimits(max_bytes=max_bytes, **found)
 
 
 def database_url(url: str, base: Path) -> str:

@@ -31,6 +31,7 @@ from gateway.exchange.ports import RouteJob
 from gateway.exchange.ratelimit import Limit, SubmissionLimiter
 from gateway.http.api import Api, make_app, server_tls_context
 from gateway.http.console import Console
+from gateway.http.edge import EdgeLimits, EdgeSite
 from gateway.infra.files.dev_ca import CertOffice
 from gateway.infra.files.keys import load_seal_key
 from gateway.infra.files.pki_dir import (
@@ -51,6 +52,7 @@ from gateway.operators.metrics import EventFeed, Metrics
 from gateway.pki.problems import DEFAULT_WARNING, CertificateWatch, Problem
 from gateway.runtime import wiring
 from gateway.runtime.carriers import ProcessCarrier, ThreadCarrier
+from gateway.runtime.checkers import CheckerPool
 from gateway.runtime.config import CONFIG_FILE, DEFAULT_CONFIG, Config, load_config
 from gateway.runtime.supervise import start_every
 
@@ -163,12 +165,22 @@ class Node:
             peers=self.peers,
             give_up_after=config.give_up_after,
         )
+        # Off the event loop, within a CPU budget: one package cannot stall everyone's requests.
+        self.checkers = CheckerPool(
+            workers=config.submit_checkers,
+            queue=config.submit_queue,
+            cpu_seconds=config.submit_cpu_seconds,
+            memory_mb=config.submit_memory_mb,
+            max_bytes=config.max_package_bytes,
+        )
         self.intake = Intake(
             self.registry,
             self.store,
             self.trust,
             self.clock,
             max_bytes=config.max_package_bytes,
+            limits=config.xml_limits,
+            work=self.checkers,
             on_accepted=self.courier.wake,
         )
         self.mailbox = Mailbox(
@@ -276,9 +288,25 @@ class Node:
         return True
 
     def app(self) -> web.Application:
-        app = make_app(self.api, max_bytes=self.config.max_package_bytes)
+        app = make_app(
+            self.api,
+            max_bytes=self.config.max_package_bytes,
+            body_timeout=self.config.body_timeout,
+            edge_counts=self.metrics.edge,
+        )
         self.console.install(app)
         return app
+
+    def edge_limits(self) -> EdgeLimits:
+        """The HTTP edge's deadlines and connection caps, from the config."""
+        c = self.config
+        return EdgeLimits(
+            tls_handshake_timeout=c.tls_handshake_timeout,
+            header_timeout=c.header_timeout,
+            body_timeout=c.body_timeout,
+            max_connections=c.max_connections,
+            max_connections_per_client=c.max_connections_per_client,
+        )
 
     async def start(self, *, port: int | None = None) -> int:
         """Serve HTTPS and start carrying documents; returns the bound port (0 picks a free one)."""
@@ -287,13 +315,16 @@ class Node:
         self._tls = ctx  # load_cert_chain on this live context serves a rotated certificate
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.config.host, self.config.port if port is None else port, ssl_context=ctx
+        site = EdgeSite(
+            self._runner,
+            self.config.host,
+            self.config.port if port is None else port,
+            ssl_context=ctx,
+            limits=self.edge_limits(),
+            counts=self.metrics.edge,
         )
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        self.port = site.port
         dsn = listener_dsn(self.config.database_url)
         if dsn is not None:  # replicas on one PostgreSQL wake each other on new work
             loop = asyncio.get_running_loop()
@@ -346,6 +377,7 @@ class Node:
         if self._listener is not None:
             await asyncio.to_thread(self._listener.stop)
         self.courier.close()
+        await self.checkers.close()
         if self._oversight_tasks:  # started: log the last events, sign what the log holds now
             try:
                 await self.feed.poll()
