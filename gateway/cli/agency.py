@@ -1,4 +1,5 @@
-"""The agency commands: ``agencies``, ``send``, ``inbox``, ``fetch``, ``status``, ``receipts``.
+"""The agency commands: ``agencies``, ``send``, ``inbox``, ``fetch``, ``status``, ``recall``,
+``receipts``.
 
 They act as an agency's own system would, through the mTLS API. Parsing and error reporting
 live in ``gateway.cli.entry``."""
@@ -129,6 +130,8 @@ def inbox(config: Config, args: argparse.Namespace) -> int:
         what = d["subject"] if d["kind"] == "edoc" else f"status {d['status_code']} for {d['response_for']}"
         if d["subject"] is None and d["kind"] == "edoc":
             what = f"[{d['classification']}]"
+        if d.get("recalled"):
+            what += "  [recalled]"
         print(f"{d['id']}  P{d['priority']}  {local_time(d['accepted_at'])}  from {d['from']:<14} {what}")
     return 0
 
@@ -186,17 +189,29 @@ def status(config: Config, args: argparse.Namespace) -> int:
     except ValueError:
         known = ", ".join(c.value for c in StatusCode)
         raise BadRequest(f"unknown status code {args.code!r}; use one of {known}") from None
+    return _send_status(config, code, args.id, status_code, args.note)
+
+
+def recall(config: Config, args: argparse.Namespace) -> int:
+    """The sender asks every recipient to give a document back: a signed 13 with the reason."""
+    code = AgencyCode.parse(args.agency).value
+    return _send_status(config, code, args.id, StatusCode.RECALL_REQUESTED, args.reason)
+
+
+def _send_status(config: Config, code: str, doc_id: str, status_code: StatusCode, note: str | None) -> int:
     client = _client(config, code)
-    about = client.get_json(f"/v1/edocs/{args.id}/receipts")
+    about = client.get_json(f"/v1/edocs/{doc_id}/receipts")
+    # ResponseFor/OrganId names the original's sender; the gateway carries a 13 so addressed to
+    # every recipient of the original, and any other status to that sender.
     root = build_status(
         sender=Organ(code),
         about_organ=about["from"],
         about_document_id=about["document_id"],
         code=status_code,
         now=datetime.now(LOCAL_TZ),
-        description=args.note,
+        description=note,
     )
-    reply = client.post_xml(f"/v1/edocs/{args.id}/status", sign_package(config.certs, code, root))
+    reply = client.post_xml(f"/v1/edocs/{doc_id}/status", sign_package(config.certs, code, root))
     print(
         f"{reply['id']}  status {status_code.value} ({STATUS_MEANING[status_code.value]}) sent to "
         + ", ".join(r["code"] for r in reply["recipients"])
@@ -217,7 +232,8 @@ def receipts(config: Config, args: argparse.Namespace) -> int:
             if r["forwarded_via"]
             else ""
         )
-        print(f"  {r['recipient']} [{r['network']}] {r['state']}{via}")
+        recall_part = f"  recall {r['recall']}" if r.get("recall") else ""
+        print(f"  {r['recipient']} [{r['network']}] {r['state']}{via}{recall_part}")
         for s in r["receipts"]:
             ok = "signature ok" if s["signature_valid"] else f"SIGNATURE INVALID: {s.get('problem', '')}"
             when = local_time(s["at"])

@@ -85,6 +85,13 @@ def _build_parser() -> argparse.ArgumentParser:
     status.add_argument("code")
     status.add_argument("--note")
 
+    recall = sub.add_parser(
+        "recall", help="ask every recipient of a document you sent to give it back (status 13)"
+    )
+    recall.add_argument("--as", dest="agency", required=True, metavar="CODE")
+    recall.add_argument("id")
+    recall.add_argument("--reason", required=True, help="why (the status's Description)")
+
     receipts = sub.add_parser("receipts", help="receipts and statuses of a document")
     receipts.add_argument("--as", dest="agency", required=True, metavar="CODE")
     receipts.add_argument("id")
@@ -157,6 +164,7 @@ def _dispatch(args: argparse.Namespace, home: Path) -> int:
         "inbox": agency.inbox,
         "fetch": agency.fetch,
         "status": agency.status,
+        "recall": agency.recall,
         "receipts": agency.receipts,
     }[args.command]
     return handler(config, args)

@@ -396,15 +396,18 @@ class Intake:
         if pkg.code.from_sender:
             if pkg.sender != original.sender:
                 raise Forbidden(f"only the sender {original.sender} may ask to recall document {about}")
-            # The sender's own code asks every recipient; a recipient's code (as the axis's
-            # clients send a 13) asks that one, by the code it was addressed to or delivered to.
-            asked = [d for d in deliveries if pkg.about_organ in (d.recipient, d.addressed)]
-            if pkg.about_organ != original.sender and not asked:
+            # A recall reaches every recipient of the original, each to answer 15 or 16. The axis's
+            # clients name one recipient in ResponseFor/OrganId (the sender's own code is read the
+            # same way); a code that is neither names a document this sender did not send there.
+            named = pkg.about_organ == original.sender or any(
+                pkg.about_organ in (d.recipient, d.addressed) for d in deliveries
+            )
+            if not named:
                 raise BadRequest(
                     f"the recall names {pkg.about_organ} in ResponseFor/OrganId, which is neither the "
                     f"sender nor a recipient of document {about}"
                 )
-            targets = [d.recipient for d in (deliveries if pkg.about_organ == original.sender else asked)]
+            targets = [d.recipient for d in deliveries]
         else:
             if pkg.about_organ != original.sender:
                 raise BadRequest(

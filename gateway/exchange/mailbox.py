@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ from gateway.exchange.ports import (
     NewDocument,
     NewEvent,
 )
+from gateway.exchange.recalls import RecallState, recall_state
 
 STATUS_MEANING = {
     "01": "Đã đến",
@@ -69,7 +71,16 @@ class Mailbox:
         self._on_accepted = on_accepted
 
     async def inbox(self, agency: str, *, include_fetched: bool = False, limit: int = 500) -> list[InboxItem]:
-        return await self._store.inbox(agency, include_fetched=include_fetched, limit=limit)
+        """Deliveries waiting for ``agency``; one it agreed to give back (a recall) says so."""
+        items = await self._store.inbox(agency, include_fetched=include_fetched, limit=limit)
+        edocs = [i.document.id for i in items if i.document.kind == "edoc"]
+        asked = await self._store.recall_statuses(edocs) if edocs else {}
+
+        def recalled(item: InboxItem) -> bool:
+            statuses = asked.get(item.document.id, [])
+            return recall_state(statuses, sender=item.document.sender, recipient=agency) is RecallState.AGREED
+
+        return [replace(i, recalled=True) if recalled(i) else i for i in items]
 
     async def _visible(self, agency: str, doc_id: str) -> tuple[DocumentRecord, list[DeliveryRecord]]:
         doc = await self._store.document(doc_id)
@@ -151,6 +162,7 @@ class Mailbox:
         """Per recipient: delivery state, forwarding, and each status with its signer and verdict."""
         doc, deliveries = await self._visible(agency, doc_id)
         statuses = await self._store.statuses_for(doc_id)
+        all_statuses = [s for s, _ in statuses]
         rows = []
         for d in deliveries:
             if agency not in (doc.sender, d.recipient):
@@ -167,6 +179,7 @@ class Mailbox:
                     "fetched_at": _iso(d.fetched_at),
                     "receipts": [self._receipt_view(s, pkg, d.network) for s, pkg in mine],
                     "confirmed": any(s.status_code == "01" for s, _ in mine),
+                    "recall": recall_state(all_statuses, sender=doc.sender, recipient=d.recipient),
                 }
             )
         recalls = [

@@ -35,7 +35,9 @@ from gateway.exchange.ports import (
     NewEvent,
     RouteJob,
 )
+from gateway.exchange.recalls import RECALL_CODES
 
+_RECALL_CODES = frozenset(c.value for c in RECALL_CODES)
 _ANSWERED = frozenset({"02", "03", "04", "05", "06"})  # any of these means the recipient has responded
 _AT_RISK_STATES = frozenset({DeliveryState.PENDING, DeliveryState.DELIVERED, DeliveryState.FETCHED})
 _DEADLINE_FLAGS = frozenset({"deadline_near", "overdue"})
@@ -316,6 +318,15 @@ class MemoryStore:
         ]
         answers.sort(key=lambda s: (s.record.accepted_at, s.record.id))
         return [(s.record, s.package) for s in answers]
+
+    async def recall_statuses(self, doc_ids: Collection[str]) -> dict[str, list[DocumentRecord]]:
+        wanted = set(doc_ids)
+        found: dict[str, list[DocumentRecord]] = {}
+        for s in sorted(self._documents.values(), key=lambda s: (s.record.accepted_at, s.record.id)):
+            r = s.record
+            if r.kind == "status" and r.response_for in wanted and r.status_code in _RECALL_CODES:
+                found.setdefault(r.response_for, []).append(r)
+        return found
 
     async def events(self, doc_id: str) -> list[EventRecord]:
         mine = sorted((e for e in self._events if e.document == doc_id), key=lambda e: (e.at, e.seq))

@@ -127,6 +127,7 @@ class Carried:
 class InboxItem:
     document: DocumentRecord
     delivery: DeliveryRecord
+    recalled: bool = False  # the sender asked to recall it and this recipient agreed (15)
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,11 @@ class MailboxStore(DocumentReads, DeliveryLog, Protocol):
 
     async def events(self, doc_id: str) -> list[EventRecord]:
         """The document's trace, by time then sequence."""
+        ...
+
+    async def recall_statuses(self, doc_ids: Collection[str]) -> dict[str, list[DocumentRecord]]:
+        """For each of ``doc_ids`` that has any, its 13, 15 and 16 statuses, oldest first (one read
+        for a whole inbox page; ``gateway.exchange.recalls`` turns them into recall states)."""
         ...
 
 

@@ -317,6 +317,7 @@ def _inbox_view(item: InboxItem) -> dict[str, Any]:
         "state": d.state.value,
         "accepted_at": doc.accepted_at.isoformat(),
         "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None,
+        "recalled": item.recalled,
     }
 
 

@@ -537,6 +537,34 @@ async def test_statuses_answering_a_document_come_oldest_first(store: Store) -> 
     assert await store.statuses_for(answers[0].id) == []
 
 
+async def test_recall_statuses_are_read_for_many_documents_at_once(store: Store) -> None:
+    first, second, quiet = (document(G22, (route(Network.PARTY, A01, I01),)) for _ in range(3))
+    for doc in (first, second, quiet):
+        await store.accept(doc)
+    back = (route(Network.GOVERNMENT, G22),)
+    to_all = (route(Network.PARTY, A01, I01),)
+
+    def answer(sender: str, doc: NewDocument, code: str, seconds: int) -> NewDocument:
+        routes = to_all if sender == G22 else back
+        at = T0 + timedelta(seconds=seconds)
+        return document(sender, routes, kind="status", response_for=doc.id, status_code=code, at=at)
+
+    answers = [
+        answer(A01, first, "15", 8),
+        answer(G22, first, "13", 4),
+        answer(A01, first, "03", 6),  # not a recall status: left out
+        answer(I01, second, "16", 3),
+    ]
+    for a in answers:
+        await store.accept(a)
+    found = await store.recall_statuses([first.id, second.id, quiet.id, "f" * 32])
+    assert {k: [(s.sender, s.status_code) for s in v] for k, v in found.items()} == {
+        first.id: [(G22, "13"), (A01, "15")],
+        second.id: [(I01, "16")],
+    }
+    assert await store.recall_statuses([]) == {}
+
+
 # --- the delivery log -------------------------------------------------------------------------------
 
 

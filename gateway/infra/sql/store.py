@@ -26,6 +26,7 @@ from gateway.exchange.ports import (
     NewEvent,
     RouteJob,
 )
+from gateway.exchange.recalls import RECALL_CODES
 from gateway.infra.sql import schema
 from gateway.infra.sql.chain import append_events
 from gateway.infra.sql.deadlines import deadlines_at_risk
@@ -309,6 +310,25 @@ class SqlStore:
                 .order_by(D.c.accepted_at, D.c.id)
             )
             return [(document_record(r), r.package) for r in rows]
+
+        return await self._db.read(op)
+
+    async def recall_statuses(self, doc_ids: Collection[str]) -> dict[str, list[DocumentRecord]]:
+        wanted = sorted(set(doc_ids))
+        codes = sorted(c.value for c in RECALL_CODES)
+
+        def op(conn: Connection) -> dict[str, list[DocumentRecord]]:
+            found: dict[str, list[DocumentRecord]] = {}
+            if not wanted:
+                return found
+            rows = conn.execute(
+                select(D)
+                .where(D.c.kind == "status", D.c.response_for.in_(wanted), D.c.status_code.in_(codes))
+                .order_by(D.c.accepted_at, D.c.id)
+            )
+            for r in rows:
+                found.setdefault(r.response_for, []).append(document_record(r))
+            return found
 
         return await self._db.read(op)
 
