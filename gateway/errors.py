@@ -40,9 +40,10 @@ answers with ``SignatureRejected.from_crypto`` (same status, code and message).
     │   ├── PackageTooLarge               413 too_large
     │   ├── TooManyRequests               429 rate_limited (with Retry-After)
     │   ├── TooManyConnections            429 too_many_connections (one client certificate holds its cap)
-    │   └── RecipientRejected             422 recipient_rejected
-    │       ├── UnknownRecipient          422 unknown_recipient
-    │       └── InactiveRecipient         422 inactive_recipient
+    │   ├── RecipientRejected             422 recipient_rejected
+    │   │   ├── UnknownRecipient          422 unknown_recipient
+    │   │   └── InactiveRecipient         422 inactive_recipient
+    │   └── UnknownDocument               422 unknown_document (a recall names no document sent here)
     ├── ServerBusy                        503 server_busy (the gateway holds its cap of connections)
     ├── CheckersBusy                      503 checkers_busy (every package checker busy, queue full;
     │                                      with Retry-After)
@@ -252,6 +253,12 @@ class UnknownRecipient(RecipientRejected):
 
 class InactiveRecipient(RecipientRejected):
     code = "inactive_recipient"
+
+
+class UnknownDocument(ClientError):
+    """A recall (or update, or replacement) names, by DocumentId, no document this gateway carried."""
+
+    status, code = 422, "unknown_document"
 
 
 class ServerBusy(GatewayError):

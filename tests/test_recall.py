@@ -5,12 +5,21 @@ recall shows in that recipient's inbox and, per recipient, in the sender's recei
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gateway.agency_side.packages import sign_package
-from gateway.domain.edxml import Organ, build_status
+from gateway.domain.edxml import (
+    Business,
+    BusinessDocType,
+    DocumentRef,
+    NewEdoc,
+    Organ,
+    build_edoc,
+    build_status,
+)
 from gateway.domain.vocabulary import StatusCode
 from gateway.runtime.config import Config
 from gateway.runtime.node import Node
@@ -155,3 +164,42 @@ async def test_recall_and_answer_from_the_cli(node: Node, config: Config, home: 
     trace = await gateway(home, "trace", doc_id, "--json")
     said = [e["detail"]["status"] for e in json.loads(trace.stdout)["events"] if e["event"] == "status"]
     assert said == ["13", "15"]
+
+
+def recall_package(config: Config, sender: str, recipients: list[str], original_document_id: str) -> bytes:
+    """A recall in its package form: an edoc with ``BussinessDocType`` 1 naming the original."""
+    doc = NewEdoc(
+        sender=Organ(sender),
+        recipients=[Organ(r) for r in recipients],
+        document_id=f"{sender},2026/11/30,{secrets.randbelow(10**6)}/TH-TB",
+        subject="Về việc thu hồi văn bản",
+        response_for=DocumentRef(organ=G22, document_id=original_document_id),
+        business=Business(doc_type=BusinessDocType.RECALL, reason="Ban hành nhầm đối tượng"),
+    )
+    return sign_package(config.certs, sender, build_edoc(doc, now=datetime.now(UTC)))
+
+
+async def test_a_recall_package_is_the_13_it_means(node: Node, config: Config, agency: Any) -> None:
+    doc_id, document_id = await sent_to(node, config, agency, [A01, H41], "Về việc thu hồi bằng gói tin")
+    code, body = await agency(G22).send(recall_package(config, G22, [A01], document_id))
+    assert code == 202, body
+    # Addressed to one recipient, like the 13; it reaches every recipient of the original.
+    assert sorted(r["code"] for r in body["recipients"]) == sorted([A01, H41])
+    await wait_delivered(node, body["id"])
+    code, receipts = await agency(G22).call("GET", f"/v1/edocs/{doc_id}/receipts")
+    assert recall_column(receipts) == {A01: "asked", H41: "asked"}
+    assert [(s["code"], s["signature_valid"]) for s in receipts["sender_statuses"]] == [("13", True)]
+    await post_status(
+        node, agency, A01, doc_id, status(config, A01, G22, document_id, StatusCode.RECALL_AGREED)
+    )
+    assert (await inbox_recalled(agency, A01))[doc_id] is True
+
+
+async def test_a_recall_package_for_an_unknown_or_anothers_document_is_refused(
+    node: Node, config: Config, agency: Any
+) -> None:
+    _, document_id = await sent_to(node, config, agency, [A01], "Về việc thu hồi sai")
+    code, body = await agency(G22).send(recall_package(config, G22, [A01], f"{G22},2026/11/30,1/KHONG-CO"))
+    assert (code, body["error"]) == (422, "unknown_document"), body
+    code, body = await agency(H41).send(recall_package(config, H41, [A01], document_id))
+    assert (code, body["error"]) == (403, "forbidden"), body

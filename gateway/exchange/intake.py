@@ -35,6 +35,7 @@ from gateway.domain.agencies import Registry, Resolution
 from gateway.domain.clock import Clock
 from gateway.domain.edxml import (
     LEGACY_SIGNATURE_ONLY,
+    BusinessDocType,
     Edoc,
     Status,
     legacy_signature_only,
@@ -55,6 +56,7 @@ from gateway.errors import (
     SignatureInvalid,
     SignatureRejected,
     SignerNotTrusted,
+    UnknownDocument,
 )
 from gateway.exchange.deadlines import due_at
 from gateway.exchange.ports import DocumentRecord, IntakeStore, NewDelivery, NewDocument, NewEvent, NewRoute
@@ -279,6 +281,8 @@ class Intake:
         signer: CertIdentity,
         verified: NewEvent,
     ) -> Accepted:
+        if pkg.business.doc_type is BusinessDocType.RECALL:
+            return await self._accept_recall_package(pkg, raw, digest, signer, verified)
         resolutions = [self._registry.resolve(code) for code in pkg.recipients]
         now = verified.at
         await self._check_clearance(pkg, resolutions, verified)
@@ -333,6 +337,53 @@ class Intake:
         if created:
             self._on_accepted()
         return _accepted(stored_id, created, routes)
+
+    async def _accept_recall_package(
+        self, pkg: Edoc, raw: bytes, digest: str, signer: CertIdentity, verified: NewEvent
+    ) -> Accepted:
+        """``BussinessDocType`` 1: the package form of a 13. It is kept as the 13 it means, answering
+        the original it names in ``ResponseFor`` and going to every recipient of that original."""
+        if pkg.response_for is None:
+            raise BadRequest(
+                "a recall package (BussinessDocType 1) names the document it recalls in "
+                "MessageHeader/ResponseFor; this one has none"
+            )
+        if pkg.classification is not Classification.NONE:
+            # What is stored of a status is the signed package as sent; a classified one would
+            # have to be encrypted, and a recall carries a reason, not content.
+            raise BadRequest(
+                "a recall package must be unclassified (it carries a reason, not content); "
+                "the original keeps its own protection"
+            )
+        named = await self._store.edocs_with_document_id(pkg.response_for.document_id)
+        if not named:
+            raise UnknownDocument(
+                f"the recall names DocumentId {pkg.response_for.document_id} in ResponseFor, "
+                f"which no agency sent through this gateway"
+            )
+        original = next((d for d in named if d.sender == pkg.sender), None)
+        if original is None:
+            raise Forbidden(
+                f"only the sender of DocumentId {pkg.response_for.document_id} may recall it, "
+                f"not {pkg.sender}"
+            )
+        deliveries = await self._store.deliveries(original.id)
+        doc = status_document(
+            original,
+            sender=pkg.sender,
+            sender_network=self._registry.get(pkg.sender).network,  # type: ignore[union-attr]
+            code=StatusCode.RECALL_REQUESTED.value,
+            package=raw,
+            digest=digest,
+            signer=f"agency:{signer.code}",
+            resolutions=[self._registry.resolve(d.recipient) for d in deliveries],
+            now=verified.at,
+            extra_events=(verified,),
+        )
+        stored_id, created = await self._store.accept(doc)
+        if created:
+            self._on_accepted()
+        return _accepted(stored_id, created, doc.routes)
 
     async def _check_clearance(self, pkg: Edoc, resolutions: list[Resolution], verified: NewEvent) -> None:
         """Refuse (and audit) a document that any final recipient is not cleared to receive."""

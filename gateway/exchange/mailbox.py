@@ -23,7 +23,15 @@ from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.agencies import Registry
 from gateway.domain.clock import Clock
-from gateway.domain.edxml import Organ, Status, build_status, read_package, signature_location
+from gateway.domain.edxml import (
+    BusinessDocType,
+    Edoc,
+    Organ,
+    Status,
+    build_status,
+    read_package,
+    signature_location,
+)
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, StatusCode
 from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import ClientError, Forbidden, GatewayError, NotFound
@@ -227,7 +235,11 @@ class Mailbox:
             root = parse_xml(package)
             verified, who = verify_enveloped(root, location=signature_location(root), check_certificate=check)
             read = read_package(verified.signed)
-            if not isinstance(read, Status) or (not by_adapter and who.code != read.sender):
+            # A 13 may have come as a recall package (BussinessDocType 1), an edoc in form.
+            recall_package = isinstance(read, Edoc) and read.business.doc_type is BusinessDocType.RECALL
+            if not (isinstance(read, Status) or recall_package) or (
+                not by_adapter and who.code != read.sender
+            ):
                 return False, who.code, "signer is not the agency the status is from"
             return True, who.code, ""
         except (ClientError, GatewayError) as exc:

@@ -319,6 +319,14 @@ class MemoryStore:
         answers.sort(key=lambda s: (s.record.accepted_at, s.record.id))
         return [(s.record, s.package) for s in answers]
 
+    async def edocs_with_document_id(self, document_id: str) -> list[DocumentRecord]:
+        found = [
+            s.record
+            for s in self._documents.values()
+            if s.record.kind == "edoc" and s.record.document_id == document_id
+        ]
+        return sorted(found, key=lambda r: (r.accepted_at, r.id))
+
     async def recall_statuses(self, doc_ids: Collection[str]) -> dict[str, list[DocumentRecord]]:
         wanted = set(doc_ids)
         found: dict[str, list[DocumentRecord]] = {}

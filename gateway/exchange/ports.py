@@ -187,6 +187,11 @@ class DeliveryLog(Protocol):
 class IntakeStore(DocumentReads, DeliveryLog, Protocol):
     """What ``Intake`` needs: store an accepted document, read the one a status answers."""
 
+    async def edocs_with_document_id(self, document_id: str) -> list[DocumentRecord]:
+        """The edoc documents (not statuses) whose DocumentId is ``document_id``, oldest first:
+        how a recall package, which names its original by DocumentId, finds it."""
+        ...
+
     async def accept(self, doc: NewDocument) -> tuple[str, bool]:
         """Store a document; returns (id, created). Same sender + doc_key with the same
         signed digest returns the existing id; with another digest raises ``DocumentConflict``."""

@@ -537,6 +537,21 @@ async def test_statuses_answering_a_document_come_oldest_first(store: Store) -> 
     assert await store.statuses_for(answers[0].id) == []
 
 
+async def test_edocs_are_found_by_document_id_across_senders_oldest_first(store: Store) -> None:
+    shared = f"{G22},2026/11/30,15/VPCP-TH"
+    first = document(G22, key=shared, at=T0 + timedelta(seconds=1))
+    other = document(H41, key=shared, at=T0)  # another sender wrote the same DocumentId
+    for doc in (first, other, document(G22)):
+        await store.accept(doc)
+    answer = document(A01, kind="status", key=shared, response_for=first.id, status_code="13")
+    await store.accept(answer)
+    assert [(d.id, d.sender) for d in await store.edocs_with_document_id(shared)] == [
+        (other.id, H41),
+        (first.id, G22),
+    ]
+    assert await store.edocs_with_document_id(f"{G22},2026/11/30,16/VPCP-TH") == []
+
+
 async def test_recall_statuses_are_read_for_many_documents_at_once(store: Store) -> None:
     first, second, quiet = (document(G22, (route(Network.PARTY, A01, I01),)) for _ in range(3))
     for doc in (first, second, quiet):

@@ -64,8 +64,9 @@ class Replacement:
 class Business:
     """``TraceHeaderList/Bussiness`` (or ``Business``): the business action of an edoc package.
 
-    Read and carried; recall, update and replace are not acted on yet, so the agency codes in
-    ``receivers`` and ``replacements`` are as written, not checked."""
+    Read and carried. A recall (1) is acted on, as the 13 it means (``gateway.exchange.intake``);
+    update and replace are not yet, so the agency codes in ``receivers`` and ``replacements`` are
+    as written, not checked."""
 
     doc_type: BusinessDocType = BusinessDocType.NEW
     reason: str | None = None

@@ -313,6 +313,17 @@ class SqlStore:
 
         return await self._db.read(op)
 
+    async def edocs_with_document_id(self, document_id: str) -> list[DocumentRecord]:
+        def op(conn: Connection) -> list[DocumentRecord]:
+            rows = conn.execute(
+                select(D)
+                .where(D.c.document_id == document_id, D.c.kind == "edoc")
+                .order_by(D.c.accepted_at, D.c.id)
+            )
+            return [document_record(r) for r in rows]
+
+        return await self._db.read(op)
+
     async def recall_statuses(self, doc_ids: Collection[str]) -> dict[str, list[DocumentRecord]]:
         wanted = sorted(set(doc_ids))
         codes = sorted(c.value for c in RECALL_CODES)
