@@ -114,6 +114,14 @@ async def test_a_recall_reaches_every_recipient_and_each_answer_is_shown(
     assert code == 200, trace
     said = [e["detail"]["status"] for e in trace["events"] if e["event"] == "status"]
     assert said == ["13", "15", "16", "13"]
+    asked_of = [e["recipient"] for e in trace["events"] if e["event"] == "recall_asked"]
+    assert sorted(asked_of) == sorted([A01, H41, A01, H41])
+    # A recipient's own part of the trace shows the recall asked of it, and its answer.
+    code, theirs = await agency(H41).call("GET", f"/v1/edocs/{doc_id}/trace")
+    mine = [
+        (e["event"], e["recipient"]) for e in theirs["events"] if e["event"] in ("recall_asked", "status")
+    ]
+    assert mine == [("recall_asked", H41), ("status", H41), ("recall_asked", H41)]
 
 
 async def test_only_the_sender_may_recall_and_an_unasked_answer_recalls_nothing(

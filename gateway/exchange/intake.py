@@ -520,6 +520,14 @@ def status_document(
         NewEvent(
             "status", now, original.id, sender, sender_network.value, {"status": code, "status_id": doc_id}
         ),
+        # The `status` record names the sender, whose part of the trace a recipient does not see;
+        # each recipient asked to give the document back sees that in its own part.
+        *(
+            NewEvent("recall_asked", now, original.id, d.recipient, r.network.value, {"status_id": doc_id})
+            for r in routes
+            for d in r.deliveries
+            if code == StatusCode.RECALL_REQUESTED
+        ),
     ]
     return NewDocument(
         id=doc_id,
