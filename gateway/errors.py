@@ -25,7 +25,9 @@ answers with ``SignatureRejected.from_crypto`` (same status, code and message).
     │   │   ├── InvalidAttachmentName     400 invalid_attachment_name
     │   │   └── PackageTooExpensive       400 too_expensive (over its CPU or memory budget)
     │   ├── BadRequest                    400 bad_request
-    │   │   └── DuplicateHeader           400 duplicate_header
+    │   │   ├── DuplicateHeader           400 duplicate_header
+    │   │   └── ClassificationBelowOriginal 400 classification_below_original (an update or
+    │   │                                  replacement less protected than the document it changes)
     │   ├── ReceiptMismatch               400 receipt_mismatch
     │   ├── SignatureRejected             400 signature_invalid
     │   │   └── WeakAlgorithm             400 weak_algorithm
@@ -43,7 +45,8 @@ answers with ``SignatureRejected.from_crypto`` (same status, code and message).
     │   ├── RecipientRejected             422 recipient_rejected
     │   │   ├── UnknownRecipient          422 unknown_recipient
     │   │   └── InactiveRecipient         422 inactive_recipient
-    │   └── UnknownDocument               422 unknown_document (a recall names no document sent here)
+    │   └── UnknownDocument               422 unknown_document (a recall, update or replacement names
+    │                                      no document sent here)
     ├── ServerBusy                        503 server_busy (the gateway holds its cap of connections)
     ├── CheckersBusy                      503 checkers_busy (every package checker busy, queue full;
     │                                      with Retry-After)
@@ -153,6 +156,13 @@ class PackageTooExpensive(BadPackage):
 
 class BadRequest(ClientError):
     status, code = 400, "bad_request"
+
+
+class ClassificationBelowOriginal(BadRequest):
+    """An update or replacement is classified lower than the original it changes: its content
+    would lose the protection the original's content has."""
+
+    code = "classification_below_original"
 
 
 class DuplicateHeader(BadRequest):

@@ -14,13 +14,24 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from gateway.agency_side.client import AgencyClient
 from gateway.agency_side.packages import arrival_receipt, decryption_keys, open_delivery, sign_package
 from gateway.cli.output import LOCAL_TZ, default_document_id, is_signed, local_time, print_json
 from gateway.crypto.pki import Role
 from gateway.domain.agencies import AgencyCode, Registry
-from gateway.domain.edxml import Attachment, NewEdoc, Organ, build_edoc, build_status
+from gateway.domain.edxml import (
+    Attachment,
+    Business,
+    BusinessDocType,
+    DocumentRef,
+    NewEdoc,
+    Organ,
+    Replacement,
+    build_edoc,
+    build_status,
+)
 from gateway.domain.vocabulary import Classification, Priority, StatusCode
 from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound
@@ -72,21 +83,26 @@ def _client(config: Config, code: str) -> AgencyClient:
 def send(config: Config, args: argparse.Namespace) -> int:
     code = AgencyCode.parse(args.agency).value
     level = Classification.from_slug(args.classification) if args.classification else Classification.NONE
+    changed = args.updates or args.replaces
     if args.file:
-        if args.to or args.subject:
-            raise BadRequest("give either FILE.xml or --to/--subject, not both")
+        if args.to or args.subject or changed:
+            raise BadRequest("give either FILE.xml or --to/--subject (and --updates/--replaces), not both")
         raw = Path(args.file).read_bytes()
         root = parse_xml(raw)
         package = raw if is_signed(root) else sign_package(config.certs, code, root)
     else:
-        if not args.to or not args.subject:
+        # An update or replacement names the original by its DocumentId; the gateway delivers
+        # it to the original's recipients whatever --to says, so they are the default here too.
+        original = _client(config, code).get_json(f"/v1/edocs/{changed}/receipts") if changed else None
+        to = args.to or ([r["recipient"] for r in original["recipients"]] if original else [])
+        if not to or not args.subject:
             raise BadRequest(
                 "to build a document give --to CODE (one or more) and --subject TEXT, or a FILE.xml"
             )
         now = datetime.now(UTC)
         registry = _registry(config)
         sender = registry.get(code)
-        recipients = [AgencyCode.parse(t).value for t in args.to]
+        recipients = [AgencyCode.parse(t).value for t in to]
         doc = NewEdoc(
             sender=Organ(code, sender.name if sender else ""),
             recipients=[Organ(r, (registry.get(r).name if registry.get(r) else "")) for r in recipients],  # type: ignore[union-attr]
@@ -96,6 +112,7 @@ def send(config: Config, args: argparse.Namespace) -> int:
             priority=Priority(args.priority),
             classification=level,
             attachments=[_attachment(Path(f)) for f in args.attach],
+            **_change(original, recipients, replaces=bool(args.replaces), reason=args.reason),
         )
         package = sign_package(config.certs, code, build_edoc(doc, now=now.astimezone(LOCAL_TZ)))
     reply = _client(config, code).post_xml("/v1/edocs", package, classification=level)
@@ -111,6 +128,34 @@ def send(config: Config, args: argparse.Namespace) -> int:
         )
         print(f"  → {r['code']} [{r['network']}]{via}")
     return 0
+
+
+def _chain(d: dict[str, Any]) -> str:
+    """Where a document stands among updates and replacements, for one line of output."""
+    parts = [
+        f"  [{label} {d[key]}]"
+        for key, label in (
+            ("updates", "updates"),
+            ("replaces", "replaces"),
+            ("superseded_by", "superseded by"),
+        )
+        if d.get(key)
+    ]
+    return "".join(parts)
+
+
+def _change(
+    original: dict[str, Any] | None, recipients: list[str], *, replaces: bool, reason: str | None
+) -> dict[str, Any]:
+    """``NewEdoc``'s ResponseFor and Bussiness for an update or replacement of ``original``."""
+    if original is None:
+        return {}
+    kind = BusinessDocType.REPLACE if replaces else BusinessDocType.UPDATE
+    named = (Replacement(original["document_id"], tuple(recipients)),) if replaces else ()
+    return {
+        "response_for": DocumentRef(organ=original["from"], document_id=original["document_id"]),
+        "business": Business(doc_type=kind, reason=reason, replacements=named),
+    }
 
 
 def _attachment(path: Path) -> Attachment:
@@ -132,6 +177,7 @@ def inbox(config: Config, args: argparse.Namespace) -> int:
             what = f"[{d['classification']}]"
         if d.get("recalled"):
             what += "  [recalled]"
+        what += _chain(d)
         print(f"{d['id']}  P{d['priority']}  {local_time(d['accepted_at'])}  from {d['from']:<14} {what}")
     return 0
 
@@ -225,7 +271,7 @@ def receipts(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print_json(reply)
         return 0
-    print(f"{reply['id']}  {reply['document_id']}  from {reply['from']}")
+    print(f"{reply['id']}  {reply['document_id']}  from {reply['from']}{_chain(reply)}")
     for r in reply["recipients"]:
         via = (
             f" (addressed to {r['addressed']}, forwarded via {' → '.join(r['forwarded_via'])})"

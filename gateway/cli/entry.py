@@ -67,6 +67,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument("--attach", action="append", default=[], metavar="FILE")
     send.add_argument("--document-id", help="default: CODE,yyyy/MM/dd,<random>/GW")
+    changes = send.add_mutually_exclusive_group()
+    changes.add_argument(
+        "--updates",
+        metavar="ID",
+        help="the document updates one you sent (BussinessDocType 2); --to defaults to its recipients",
+    )
+    changes.add_argument(
+        "--replaces",
+        metavar="ID",
+        help="the document replaces one you sent (BussinessDocType 3); --to defaults to its recipients",
+    )
+    send.add_argument("--reason", help="why it is updated or replaced (BussinessDocReason)")
     send.add_argument("--json", action="store_true")
 
     inbox = sub.add_parser("inbox", help="list documents waiting for an agency")

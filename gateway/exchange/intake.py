@@ -47,6 +47,7 @@ from gateway.domain.vocabulary import Classification, Network, StatusCode
 from gateway.domain.xmlsafe import DEFAULT_LIMITS, XmlLimits, parse_xml
 from gateway.errors import (
     BadRequest,
+    ClassificationBelowOriginal,
     ClassificationMismatch,
     ClearanceTooLow,
     Forbidden,
@@ -283,7 +284,14 @@ class Intake:
     ) -> Accepted:
         if pkg.business.doc_type is BusinessDocType.RECALL:
             return await self._accept_recall_package(pkg, raw, digest, signer, verified)
-        resolutions = [self._registry.resolve(code) for code in pkg.recipients]
+        original = await self._changed_original(pkg)
+        recipients = list(pkg.recipients)
+        if original is not None:
+            # Whoever holds the original must learn it changed: its recipients first, then any
+            # further ones the package lists.
+            held = [d.recipient for d in await self._store.deliveries(original.id)]
+            recipients = list(dict.fromkeys([*held, *recipients]))
+        resolutions = [self._registry.resolve(code) for code in recipients]
         now = verified.at
         await self._check_clearance(pkg, resolutions, verified)
         doc_id = new_id()
@@ -306,11 +314,13 @@ class Intake:
                     "priority": int(pkg.priority),
                     "classification": pkg.classification.slug,
                     "sha256": hashlib.sha256(raw).hexdigest(),
+                    **_change_of(pkg, original),
                 },
             ),
             NewEvent(verified.kind, now, doc_id, None, verified.network, verified.detail),
             *redirect_events(doc_id, resolutions, verified),
             *routed_events(doc_id, routes, now),
+            *((changed_event(original, pkg, doc_id, verified),) if original is not None else ()),
         ]
         sender_network = self._registry.get(pkg.sender).network  # type: ignore[union-attr]
         doc = NewDocument(
@@ -320,7 +330,7 @@ class Intake:
             sender_network=sender_network,
             doc_key=pkg.document_id,
             document_id=pkg.document_id,
-            response_for=None,
+            response_for=original.id if original is not None else None,
             status_code=None,
             signed_digest=digest,
             signer=f"agency:{signer.code}",
@@ -332,6 +342,7 @@ class Intake:
             routes=routes,
             events=tuple(events),
             due_at=due_at(pkg.due),
+            business_doc_type=int(pkg.business.doc_type) if original is not None else None,
         )
         stored_id, created = await self._store.accept(doc)
         if created:
@@ -384,6 +395,42 @@ class Intake:
         if created:
             self._on_accepted()
         return _accepted(stored_id, created, doc.routes)
+
+    async def _changed_original(self, pkg: Edoc) -> DocumentRecord | None:
+        """For an update (2) or replacement (3), the original it changes; None for a new document.
+
+        The original is named by DocumentId: ``ResponseFor`` (the axis's clients write it there),
+        else a replacement's ``ReplacementInfo/DocumentId``. Only its sender may change it, and
+        never into something less protected than it is.
+        """
+        kind = pkg.business.doc_type
+        if kind not in (BusinessDocType.UPDATE, BusinessDocType.REPLACE):
+            return None
+        what = "an update" if kind is BusinessDocType.UPDATE else "a replacement"
+        named_id = pkg.response_for.document_id if pkg.response_for is not None else None
+        if named_id is None:
+            named_id = next((r.document_id for r in pkg.business.replacements if r.document_id), None)
+        if named_id is None:
+            raise BadRequest(
+                f"{what} (BussinessDocType {int(kind)}) names the document it changes in "
+                f"MessageHeader/ResponseFor (or ReplacementInfo/DocumentId); this one names none"
+            )
+        if named_id == pkg.document_id:
+            raise BadRequest(f"{what} has a DocumentId of its own, not that of the document it changes")
+        named = await self._store.edocs_with_document_id(named_id)
+        if not named:
+            raise UnknownDocument(
+                f"{what} names DocumentId {named_id}, which no agency sent through this gateway"
+            )
+        original = next((d for d in named if d.sender == pkg.sender), None)
+        if original is None:
+            raise Forbidden(f"only the sender of DocumentId {named_id} may change it, not {pkg.sender}")
+        if pkg.classification < original.classification:
+            raise ClassificationBelowOriginal(
+                f"{what} must be classified at least '{original.classification.slug}', as the "
+                f"document it changes is; it is '{pkg.classification.slug}'"
+            )
+        return original
 
     async def _check_clearance(self, pkg: Edoc, resolutions: list[Resolution], verified: NewEvent) -> None:
         """Refuse (and audit) a document that any final recipient is not cleared to receive."""
@@ -488,6 +535,21 @@ class Intake:
         if created:
             self._on_accepted()
         return _accepted(stored_id, created, doc.routes)
+
+
+def _change_of(pkg: Edoc, original: DocumentRecord | None) -> dict[str, str]:
+    if original is None:
+        return {}
+    return {"replaces" if pkg.business.doc_type is BusinessDocType.REPLACE else "updates": original.id}
+
+
+def changed_event(original: DocumentRecord, pkg: Edoc, doc_id: str, verified: NewEvent) -> NewEvent:
+    """On the original's trace: it was updated, or superseded by the replacement ``doc_id``. It names
+    no recipient, so the sender and every recipient see it in their part of the trace."""
+    kind = "superseded" if pkg.business.doc_type is BusinessDocType.REPLACE else "updated"
+    return NewEvent(
+        kind, verified.at, original.id, None, verified.network, {"by": doc_id, "document_id": pkg.document_id}
+    )
 
 
 def status_document(

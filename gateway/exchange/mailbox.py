@@ -79,16 +79,23 @@ class Mailbox:
         self._on_accepted = on_accepted
 
     async def inbox(self, agency: str, *, include_fetched: bool = False, limit: int = 500) -> list[InboxItem]:
-        """Deliveries waiting for ``agency``; one it agreed to give back (a recall) says so."""
+        """Deliveries waiting for ``agency``; one it agreed to give back (a recall), or one a
+        replacement supersedes, says so."""
         items = await self._store.inbox(agency, include_fetched=include_fetched, limit=limit)
         edocs = [i.document.id for i in items if i.document.kind == "edoc"]
         asked = await self._store.recall_statuses(edocs) if edocs else {}
+        superseded = await self._store.superseded_by(edocs) if edocs else {}
 
         def recalled(item: InboxItem) -> bool:
             statuses = asked.get(item.document.id, [])
             return recall_state(statuses, sender=item.document.sender, recipient=agency) is RecallState.AGREED
 
-        return [replace(i, recalled=True) if recalled(i) else i for i in items]
+        return [replace(i, recalled=recalled(i), superseded_by=superseded.get(i.document.id)) for i in items]
+
+    async def superseded_by(self, agency: str, doc_id: str) -> str | None:
+        """The replacement that supersedes document ``doc_id`` (as ``agency`` may see it), if any."""
+        await self._visible(agency, doc_id)
+        return (await self._store.superseded_by([doc_id])).get(doc_id)
 
     async def _visible(self, agency: str, doc_id: str) -> tuple[DocumentRecord, list[DeliveryRecord]]:
         doc = await self._store.document(doc_id)
@@ -197,6 +204,8 @@ class Mailbox:
             "id": doc.id,
             "document_id": doc.document_id,
             "from": doc.sender,
+            **changes(doc),
+            "superseded_by": (await self._store.superseded_by([doc.id])).get(doc.id),
             "recipients": rows,
             "sender_statuses": recalls,
             "unconfirmed": [r["recipient"] for r in rows if not r["confirmed"]],
@@ -264,6 +273,15 @@ def _fetched_event(doc_id: str, delivery: DeliveryRecord, now: datetime, receipt
     return NewEvent(
         "fetched", now, doc_id, delivery.recipient, delivery.network.value, {"receipt_issued": receipt}
     )
+
+
+def changes(doc: DocumentRecord) -> dict[str, str | None]:
+    """Which earlier document ``doc`` updates (BussinessDocType 2) or replaces (3), by gateway id."""
+    kind = doc.business_doc_type if doc.response_for is not None and doc.kind == "edoc" else None
+    return {
+        "updates": doc.response_for if kind == 2 else None,
+        "replaces": doc.response_for if kind == 3 else None,
+    }
 
 
 def _iso(moment: datetime | None) -> str | None:

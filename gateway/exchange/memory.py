@@ -327,6 +327,15 @@ class MemoryStore:
         ]
         return sorted(found, key=lambda r: (r.accepted_at, r.id))
 
+    async def superseded_by(self, doc_ids: Collection[str]) -> dict[str, str]:
+        wanted = set(doc_ids)
+        found: dict[str, str] = {}
+        for s in sorted(self._documents.values(), key=lambda s: (s.record.accepted_at, s.record.id)):
+            r = s.record
+            if r.kind == "edoc" and r.response_for in wanted and r.business_doc_type == 3:
+                found[r.response_for] = r.id
+        return found
+
     async def recall_statuses(self, doc_ids: Collection[str]) -> dict[str, list[DocumentRecord]]:
         wanted = set(doc_ids)
         found: dict[str, list[DocumentRecord]] = {}
@@ -406,6 +415,7 @@ class MemoryStore:
             size=len(doc.package),
             accepted_at=doc.accepted_at,
             due_at=doc.due_at,
+            business_doc_type=doc.business_doc_type,
         )
         self._documents[doc.id] = _Stored(record, doc.doc_key, doc.package)
         self._by_key[(doc.sender, doc.doc_key)] = doc.id

@@ -67,6 +67,8 @@ class NewDocument:
     routes: tuple[NewRoute, ...]
     events: tuple[NewEvent, ...]
     due_at: datetime | None = None  # DueDate, or the time set for a Hỏa tốc hẹn giờ delivery
+    # An edoc's BussinessDocType: 2 updates and 3 replaces the edoc named in ``response_for``.
+    business_doc_type: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class DocumentRecord:
     size: int
     accepted_at: datetime
     due_at: datetime | None = None
+    business_doc_type: int | None = None  # as NewDocument's
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class InboxItem:
     document: DocumentRecord
     delivery: DeliveryRecord
     recalled: bool = False  # the sender asked to recall it and this recipient agreed (15)
+    superseded_by: str | None = None  # the replacement (BussinessDocType 3) that supersedes it
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,11 @@ class MailboxStore(DocumentReads, DeliveryLog, Protocol):
     async def recall_statuses(self, doc_ids: Collection[str]) -> dict[str, list[DocumentRecord]]:
         """For each of ``doc_ids`` that has any, its 13, 15 and 16 statuses, oldest first (one read
         for a whole inbox page; ``gateway.exchange.recalls`` turns them into recall states)."""
+        ...
+
+    async def superseded_by(self, doc_ids: Collection[str]) -> dict[str, str]:
+        """For each of ``doc_ids`` that a replacement (BussinessDocType 3) supersedes, the id of the
+        newest such replacement (one read for a whole inbox page)."""
         ...
 
 

@@ -32,7 +32,7 @@ from gateway.errors import (
 )
 from gateway.exchange.inbound import Inbound
 from gateway.exchange.intake import Accepted, Intake
-from gateway.exchange.mailbox import Mailbox
+from gateway.exchange.mailbox import Mailbox, changes
 from gateway.exchange.ports import EventRecord, InboxItem, Store
 from gateway.exchange.ratelimit import SubmissionLimiter, retry_after_header
 from gateway.http.edge import peer_gone, watch_body
@@ -224,7 +224,11 @@ class Api:
     async def fetch(self, request: web.Request) -> web.Response:
         agency = self.agency_of(request)
         sealed = await self._mailbox.fetch(agency, request.match_info["id"])
-        return web.Response(body=sealed, content_type="application/xml", charset="utf-8")
+        # The package is as its sender signed it; that a replacement has since superseded it is
+        # the gateway's word, so it travels beside the package, not in it.
+        newer = await self._mailbox.superseded_by(agency, request.match_info["id"])
+        headers = {"X-Superseded-By": newer} if newer is not None else None
+        return web.Response(body=sealed, content_type="application/xml", charset="utf-8", headers=headers)
 
     async def report_failure(self, request: web.Request) -> web.Response:
         """A recipient's system reports that it could not decrypt or verify what it fetched."""
@@ -318,6 +322,8 @@ def _inbox_view(item: InboxItem) -> dict[str, Any]:
         "accepted_at": doc.accepted_at.isoformat(),
         "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None,
         "recalled": item.recalled,
+        **changes(doc),
+        "superseded_by": item.superseded_by,
     }
 
 

@@ -78,6 +78,7 @@ def document(
     package: bytes | None = None,
     doc_id: str | None = None,
     events: tuple[NewEvent, ...] | None = None,
+    business_doc_type: int | None = None,
 ) -> NewDocument:
     doc_id = doc_id or new_id(at)
     key = key or f"{sender},2026/11/22,{doc_id[-6:]}/VP"
@@ -100,6 +101,7 @@ def document(
         routes=routes or (route(Network.PARTY, A01),),
         events=events if events is not None else (NewEvent("accepted", at, doc_id, None, "government"),),
         due_at=due_at,
+        business_doc_type=business_doc_type,
     )
 
 
@@ -578,6 +580,32 @@ async def test_recall_statuses_are_read_for_many_documents_at_once(store: Store)
         second.id: [(I01, "16")],
     }
     assert await store.recall_statuses([]) == {}
+
+
+async def test_the_newest_replacement_supersedes_and_an_update_does_not(store: Store) -> None:
+    first, second, updated = (document(G22) for _ in range(3))
+    for doc in (first, second, updated):
+        await store.accept(doc)
+
+    def changing(doc: NewDocument, kind: int, seconds: int) -> NewDocument:
+        at = T0 + timedelta(seconds=seconds)
+        return document(G22, response_for=doc.id, business_doc_type=kind, at=at)
+
+    older, newer = changing(first, 3, 5), changing(first, 3, 9)
+    changes = [newer, older, changing(second, 3, 2), changing(updated, 2, 4)]
+    for c in changes:
+        await store.accept(c)
+    # A status answering a document (response_for set, no business type) supersedes nothing.
+    await store.accept(
+        document(
+            A01, (route(Network.GOVERNMENT, G22),), kind="status", response_for=updated.id, status_code="15"
+        )
+    )
+    found = await store.superseded_by([first.id, second.id, updated.id, "f" * 32])
+    assert found == {first.id: newer.id, second.id: changes[2].id}
+    assert await store.superseded_by([]) == {}
+    kept = await store.document(older.id)
+    assert kept is not None and (kept.business_doc_type, kept.response_for) == (3, first.id)
 
 
 # --- the delivery log -------------------------------------------------------------------------------

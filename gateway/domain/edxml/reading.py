@@ -64,9 +64,10 @@ class Replacement:
 class Business:
     """``TraceHeaderList/Bussiness`` (or ``Business``): the business action of an edoc package.
 
-    Read and carried. A recall (1) is acted on, as the 13 it means (``gateway.exchange.intake``);
-    update and replace are not yet, so the agency codes in ``receivers`` and ``replacements`` are
-    as written, not checked."""
+    Read and carried. A recall (1) is acted on, as the 13 it means; an update (2) or replacement (3)
+    is linked to the original it names (``gateway.exchange.intake``). The agency codes in
+    ``receivers`` and ``replacements`` are as written, not checked: delivery follows ``To`` and
+    the original's recipients."""
 
     doc_type: BusinessDocType = BusinessDocType.NEW
     reason: str | None = None

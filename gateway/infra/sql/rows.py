@@ -34,6 +34,7 @@ def document_record(row: Any) -> DocumentRecord:
         size=row.size,
         accepted_at=row.accepted_at,
         due_at=row.due_at,
+        business_doc_type=row.business_doc_type,
     )
 
 

@@ -324,6 +324,24 @@ class SqlStore:
 
         return await self._db.read(op)
 
+    async def superseded_by(self, doc_ids: Collection[str]) -> dict[str, str]:
+        wanted = sorted(set(doc_ids))
+
+        def op(conn: Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            if not wanted:
+                return found
+            rows = conn.execute(
+                select(D.c.id, D.c.response_for)
+                .where(D.c.kind == "edoc", D.c.response_for.in_(wanted), D.c.business_doc_type == 3)
+                .order_by(D.c.accepted_at, D.c.id)
+            )
+            for r in rows:
+                found[r.response_for] = r.id  # oldest first: the newest replacement wins
+            return found
+
+        return await self._db.read(op)
+
     async def recall_statuses(self, doc_ids: Collection[str]) -> dict[str, list[DocumentRecord]]:
         wanted = sorted(set(doc_ids))
         codes = sorted(c.value for c in RECALL_CODES)
@@ -434,6 +452,7 @@ def _insert_document(conn: Connection, doc: NewDocument) -> None:
             size=len(doc.package),
             accepted_at=doc.accepted_at,
             due_at=doc.due_at,
+            business_doc_type=doc.business_doc_type,
             package=doc.package,
         )
     )

@@ -56,6 +56,8 @@ class DocumentRow(SQLModel, table=True):
     document_id: str | None = Field(default=None, max_length=200)
     response_for: str | None = Field(default=None, max_length=32, index=True)
     status_code: str | None = Field(default=None, max_length=2)
+    # An edoc's BussinessDocType (2 update, 3 replace the edoc in response_for); None for a status.
+    business_doc_type: int | None = Field(default=None)
     signed_digest: str = Field(max_length=64)
     due_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True, index=True))
     signer: str = Field(max_length=120)
