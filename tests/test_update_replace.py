@@ -114,6 +114,9 @@ async def test_a_replacement_reaches_the_originals_recipients_and_supersedes_it(
     code, receipts = await agency(G22).call("GET", f"/v1/edocs/{new}/receipts")
     said = {r["recipient"]: [s["code"] for s in r["receipts"]] for r in receipts["recipients"]}
     assert said[A01][-1] == "15" and said[H41][-1] == "16", said
+    assert {r["recipient"]: r["change"] for r in receipts["recipients"]} == {A01: "agreed", H41: "refused"}
+    code, receipts = await agency(G22).call("GET", f"/v1/edocs/{original}/receipts")
+    assert {r["recipient"]: r["change"] for r in receipts["recipients"]} == {A01: None, H41: None}
 
 
 async def test_an_update_is_linked_but_supersedes_nothing(node: Node, config: Config, agency: Any) -> None:
@@ -222,5 +225,10 @@ async def test_update_and_replace_from_the_cli(node: Node, config: Config, home:
         ("superseded", new),
     ]
 
+    receipts = await gateway(home, "receipts", "--as", G22, new)
+    assert f"{A01} [party] delivered  change asked" in receipts.stdout, receipts.stdout
     answered = await gateway(home, "status", "--as", A01, new, "15", "--note", "Đồng ý thay thế")
     assert answered.returncode == 0 and G22 in answered.stdout, answered.stderr
+    await wait_delivered(node, answered.stdout.split()[0])
+    receipts = await gateway(home, "receipts", "--as", G22, new)
+    assert f"{A01} [party] delivered  change agreed" in receipts.stdout, receipts.stdout

@@ -279,7 +279,8 @@ def receipts(config: Config, args: argparse.Namespace) -> int:
             else ""
         )
         recall_part = f"  recall {r['recall']}" if r.get("recall") else ""
-        print(f"  {r['recipient']} [{r['network']}] {r['state']}{via}{recall_part}")
+        change_part = f"  change {r['change']}" if r.get("change") else ""
+        print(f"  {r['recipient']} [{r['network']}] {r['state']}{via}{recall_part}{change_part}")
         for s in r["receipts"]:
             ok = "signature ok" if s["signature_valid"] else f"SIGNATURE INVALID: {s.get('problem', '')}"
             when = local_time(s["at"])

@@ -195,6 +195,7 @@ class Mailbox:
                     "receipts": [self._receipt_view(s, pkg, d.network) for s, pkg in mine],
                     "confirmed": any(s.status_code == "01" for s, _ in mine),
                     "recall": recall_state(all_statuses, sender=doc.sender, recipient=d.recipient),
+                    "change": change_answer(doc, [s for s, _ in mine]),
                 }
             )
         recalls = [
@@ -273,6 +274,16 @@ def _fetched_event(doc_id: str, delivery: DeliveryRecord, now: datetime, receipt
     return NewEvent(
         "fetched", now, doc_id, delivery.recipient, delivery.network.value, {"receipt_issued": receipt}
     )
+
+
+def change_answer(doc: DocumentRecord, answers: list[DocumentRecord]) -> str | None:
+    """For an update or replacement, its recipient's word on it: the last 15 (``agreed``) or 16
+    (``refused``) it sent, else ``asked``; None for any other document."""
+    if doc.kind != "edoc" or doc.response_for is None or doc.business_doc_type not in (2, 3):
+        return None
+    word = {StatusCode.RECALL_AGREED.value: "agreed", StatusCode.RECALL_REFUSED.value: "refused"}
+    said = [word[s.status_code] for s in answers if s.status_code in word]
+    return said[-1] if said else "asked"
 
 
 def changes(doc: DocumentRecord) -> dict[str, str | None]:
