@@ -90,6 +90,12 @@ def edoc_values(sender: str, recipients: list[str], zipped: bytes, **overrides: 
         "ZIP_BASE64": base64.encodebytes(zipped).decode("ascii"),
         "MORE_REFERENCES": "",
         "MORE_ATTACHMENTS": "",
+        # A reply to a document this gateway never saw: informational, carried as written.
+        "RESPONSE_FOR_DOCUMENT": "000.00.00.H41,2026/02/20,88/UBND-VX",
+        "RESPONSE_FOR_ORGAN": "000.00.00.H41",
+        "DOC_TYPE": "0",
+        "DOC_REASON": "",
+        "REPLACEMENTS": "",
     }
     values.update(overrides)
     return values
@@ -515,3 +521,79 @@ def test_a_built_edoc_reads_back_on_both_roots(config: Config, shape: str) -> No
         assert [etree.QName(c).localname for c in root] == ["edXMLEnvelope", "AttachmentEncoded"]
         assert root[1].prefix is None and root[0].prefix == "edXML"
         assert root.find(f".//{q('Bussiness')}") is not None
+
+
+async def _sent_as_sdk(node: Node, config: Config, agency, recipients: list[str]) -> tuple[str, str]:
+    """An original in the SDK shape, delivered; returns its id and DocumentId."""
+    values = edoc_values(G22, recipients, zipped_pdf())
+    status, body = await agency(G22).send(signed(config, G22, fill("sdk_edoc.xml", **values)))
+    assert status == 202, body
+    await wait_delivered(node, body["id"])
+    return body["id"], values["DOCUMENT_ID"]
+
+
+def _change(config: Config, recipients: list[str], original: str, doc_type: str, **more: str) -> bytes:
+    """A recall (1), update (2) or replacement (3) in the SDK shape, naming ``original`` in
+    ResponseFor as the axis's clients write it."""
+    values = edoc_values(
+        G22,
+        recipients,
+        zipped_pdf(),
+        RESPONSE_FOR_DOCUMENT=original,
+        RESPONSE_FOR_ORGAN=G22,
+        DOC_TYPE=doc_type,
+        DOC_REASON="Sai sót về số liệu",
+        **more,
+    )
+    return signed(config, G22, fill("sdk_edoc.xml", **values))
+
+
+async def test_sdk_shaped_recall_update_and_replace_are_linked_to_their_original(
+    node: Node, config: Config, agency
+) -> None:
+    # Recall (BussinessDocType 1): it reaches every recipient of the original, which is asked.
+    recalled_id, recalled = await _sent_as_sdk(node, config, agency, [A01, H41])
+    status, body = await agency(G22).send(_change(config, [A01], recalled, "1"))
+    assert status == 202, body
+    assert sorted(r["code"] for r in body["recipients"]) == sorted([A01, H41])
+    await wait_delivered(node, body["id"])
+    status, receipts = await agency(G22).call("GET", f"/v1/edocs/{recalled_id}/receipts")
+    assert status == 200
+    assert {r["recipient"]: r["recall"] for r in receipts["recipients"]} == {A01: "asked", H41: "asked"}
+
+    # Update (2): linked, supersedes nothing.
+    updated_id, updated = await _sent_as_sdk(node, config, agency, [A01])
+    status, body = await agency(G22).send(_change(config, [A01], updated, "2"))
+    assert status == 202, body
+    await wait_delivered(node, body["id"])
+    # Replace (3), with its ReplacementInfoList: the original shows as superseded by it.
+    replaced_id, replaced = await _sent_as_sdk(node, config, agency, [A01])
+    replacements = (
+        "<edXML:ReplacementInfoList><edXML:ReplacementInfo>"
+        f"<edXML:DocumentId>{replaced}</edXML:DocumentId>"
+        f"<edXML:OrganIdList><edXML:OrganId>{A01}</edXML:OrganId></edXML:OrganIdList>"
+        "</edXML:ReplacementInfo></edXML:ReplacementInfoList>"
+    )
+    status, body = await agency(G22).send(_change(config, [A01], replaced, "3", REPLACEMENTS=replacements))
+    assert status == 202, body
+    replacement_id = body["id"]
+    await wait_delivered(node, replacement_id)
+
+    status, inbox = await agency(A01).call("GET", "/v1/inbox?all=1")
+    assert status == 200
+    by_id = {d["id"]: d for d in inbox["documents"]}
+    assert by_id[replaced_id]["superseded_by"] == replacement_id
+    assert by_id[updated_id]["superseded_by"] is None  # an update supersedes nothing
+
+
+async def test_a_change_of_an_unknown_or_anothers_document_is_refused_in_the_sdk_shape(
+    node: Node, config: Config, agency
+) -> None:
+    status, body = await agency(G22).send(_change(config, [A01], f"{G22},2026/01/01,1/KHONG-CO", "3"))
+    assert (status, body["error"]) == (422, "unknown_document"), body
+    # H41's document, "replaced" by G22: only an original's sender may change it.
+    values = edoc_values(H41, [A01], zipped_pdf())
+    status, body = await agency(H41).send(signed(config, H41, fill("sdk_edoc.xml", **values)))
+    assert status == 202, body
+    status, body = await agency(G22).send(_change(config, [A01], values["DOCUMENT_ID"], "2"))
+    assert status == 403, body
