@@ -36,7 +36,7 @@ from lxml import etree
 
 from gateway.agency_side.packages import sign_package
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc, q
-from gateway.exchange.intake import check_package
+from gateway.exchange.checking import check_package
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import init_home
 from tests.conftest import client_context, make_package, set_setting
@@ -125,7 +125,7 @@ def start_server(home: Path, port: int, *, inline: bool) -> subprocess.Popen[byt
 
 def serve_inline(home: Path, port: int) -> None:
     """`gateway serve` as it was before the package checkers: the CPU phase on the event loop."""
-    from gateway.exchange.intake import InlineWork
+    from gateway.exchange.checking import InlineWork
     from gateway.runtime import node
 
     class OnTheLoop(InlineWork):

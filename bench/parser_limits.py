@@ -26,7 +26,7 @@ from gateway.agency_side.packages import sign_package
 from gateway.domain.edxml import Attachment, NewEdoc, Organ, build_edoc
 from gateway.domain.xmlsafe import XmlLimits, parse_xml
 from gateway.errors import GatewayError
-from gateway.exchange.intake import check_package
+from gateway.exchange.checking import check_package
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import init_home
 

@@ -26,7 +26,7 @@ from gateway.agency_side.packages import sign_package
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc, q
 from gateway.domain.xmlsafe import DEFAULT_LIMITS
 from gateway.errors import CheckersBusy, PackageTooExpensive
-from gateway.exchange.intake import check_package
+from gateway.exchange.checking import check_package
 from gateway.runtime.checkers import CheckerPool, _Answers
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node

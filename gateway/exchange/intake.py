@@ -4,12 +4,16 @@ Order matters and is fixed: bounded hardened parse → schema → sender's
 signature → read routing facts from what the signature covers → the signer's
 certificate judged → bind to the authenticated agency → registry → store.
 
-A submission has two phases. The CPU phase (:func:`check_package`: parse, schema,
-canonicalise, verify, read; and :func:`encrypt_package` for a classified document) is
+A submission has two phases. The CPU phase (``gateway.exchange.checking``: ``check_package``
+— parse, schema, canonicalise, verify, read — and ``encrypt_package`` for a classified document) is
 pure — bytes in, a frozen :class:`Checked` out, no store, trust or clock — so it can run
 where it cannot stall the event loop (``PackageWork``; a node runs it in worker processes
 with a CPU budget, ``gateway.runtime.checkers``). The store phase (``Intake``) judges the
 signer with ``Trust``, applies the registry and stores.
+
+Longer than most modules (about 530 lines) on purpose: every kind of submission (a document,
+a status, a recall, an update or replacement) passes the same checks in the same order and ends
+in the same one-transaction ``accept``; split by kind, that order would be written four times.
 """
 
 from __future__ import annotations
@@ -18,33 +22,24 @@ import base64
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from lxml import etree
 
 from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity
-from gateway.crypto.xmldsig import verify_enveloped
-from gateway.crypto.xmlenc import EncryptionRecipient, encrypt_element
+from gateway.crypto.xmlenc import EncryptionRecipient
 from gateway.domain.agencies import Registry, Resolution
 from gateway.domain.clock import Clock
 from gateway.domain.edxml import (
-    LEGACY_SIGNATURE_ONLY,
     BusinessDocType,
     Edoc,
     Status,
-    legacy_signature_only,
-    read_package,
-    signature_location,
-    validate_package,
 )
 from gateway.domain.vocabulary import Classification, Network, StatusCode
-from gateway.domain.xmlsafe import DEFAULT_LIMITS, XmlLimits, parse_xml
+from gateway.domain.xmlsafe import DEFAULT_LIMITS, XmlLimits
 from gateway.errors import (
     BadRequest,
     ClassificationBelowOriginal,
@@ -54,11 +49,11 @@ from gateway.errors import (
     NotFound,
     ReceiptMismatch,
     SenderMismatch,
-    SignatureInvalid,
     SignatureRejected,
     SignerNotTrusted,
     UnknownDocument,
 )
+from gateway.exchange.checking import InlineWork, PackageWork
 from gateway.exchange.deadlines import due_at
 from gateway.exchange.ports import DocumentRecord, IntakeStore, NewDelivery, NewDocument, NewEvent, NewRoute
 
@@ -112,88 +107,6 @@ def redirect_events(
         for res in resolutions
         if res.redirected
     ]
-
-
-# --- the CPU phase: pure, so it may run in a worker process ---------------------------------------
-
-# A real agency certificate is 1-2 KB. The store phase parses and fingerprints the signer's
-# certificate on the event loop, so one the size of the whole package is refused here.
-MAX_CERTIFICATE_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Checked:
-    """What the CPU phase found in a package: only what the signature verifier returned as signed
-    (the routing facts read from the signed tree, and the digest of the signed bytes), plus the
-    certificate the verifier checked the signature with, for ``Trust`` to judge."""
-
-    package: Edoc | Status
-    signed_digest: str
-    certificate: bytes  # DER
-
-
-def _bounded_certificate(cert: x509.Certificate) -> None:
-    size = len(cert.public_bytes(Encoding.DER))
-    if size > MAX_CERTIFICATE_BYTES:
-        raise SignatureRejected(
-            f"the certificate in KeyInfo is {size} bytes; at most {MAX_CERTIFICATE_BYTES} are accepted"
-        )
-
-
-def check_package(raw: bytes, limits: XmlLimits) -> Checked:
-    """The CPU work of a submission: bounded hardened parse, schema, signature, signed facts.
-
-    Needs no store, trust or clock; the signer's certificate is judged afterwards by the caller
-    (``Checked.certificate``), so a package signed by a stranger costs this much and no more.
-    Raises the ``ClientError`` that refuses the package.
-    """
-    root = parse_xml(raw, limits=limits)
-    validate_package(root)
-    if legacy_signature_only(root):
-        raise SignatureRejected(LEGACY_SIGNATURE_ONLY)
-    try:
-        verified, _ = verify_enveloped(
-            root, location=signature_location(root), check_certificate=_bounded_certificate
-        )
-    except SignatureInvalid as exc:
-        raise SignatureRejected.from_crypto(exc) from exc
-    package = read_package(verified.signed)
-    return Checked(package, verified.signed_digest, verified.certificate.public_bytes(Encoding.DER))
-
-
-def encrypt_package(raw: bytes, limits: XmlLimits, recipients: Sequence[EncryptionRecipient]) -> bytes:
-    """Sign-then-encrypt: the package exactly as its sender signed it, encrypted for ``recipients``
-    (``raw`` has passed :func:`check_package`; it is parsed again because a tree cannot cross
-    into a worker process, and parsing is the cheap part)."""
-    return bytes(etree.tostring(encrypt_element(parse_xml(raw, limits=limits), recipients)))
-
-
-class PackageWork(Protocol):
-    """Where the CPU phase runs. A node gives ``gateway.runtime.checkers.CheckerPool``: worker
-    processes, a CPU budget per package, a bounded queue served fairly between agencies.
-    ``agency`` (the authenticated caller) is whose turn the work counts against."""
-
-    async def check(self, raw: bytes, limits: XmlLimits, *, agency: str) -> Checked: ...
-
-    async def encrypt(
-        self, raw: bytes, limits: XmlLimits, recipients: Sequence[EncryptionRecipient], *, agency: str
-    ) -> bytes: ...
-
-
-class InlineWork:
-    """The CPU phase in the calling thread: for use cases driven directly (the unit tests), where
-    no event loop serves anyone else. No budget: nothing here can stop a running parse."""
-
-    async def check(self, raw: bytes, limits: XmlLimits, *, agency: str) -> Checked:
-        return check_package(raw, limits)
-
-    async def encrypt(
-        self, raw: bytes, limits: XmlLimits, recipients: Sequence[EncryptionRecipient], *, agency: str
-    ) -> bytes:
-        return encrypt_package(raw, limits, recipients)
-
-
-# --- the store phase -------------------------------------------------------------------------------
 
 
 class Intake:

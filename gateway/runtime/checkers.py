@@ -56,7 +56,7 @@ import schemas_xml
 from gateway.crypto.xmlenc import EncryptionRecipient
 from gateway.domain.xmlsafe import XmlLimits
 from gateway.errors import CheckerFailed, CheckersBusy, GatewayError, PackageTooExpensive
-from gateway.exchange.intake import Checked, check_package, encrypt_package
+from gateway.exchange.checking import Checked, check_package, encrypt_package
 
 log = logging.getLogger(__name__)
 
