@@ -22,7 +22,7 @@ import base64
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -292,22 +292,9 @@ class Intake:
                 f"not {pkg.sender}"
             )
         deliveries = await self._store.deliveries(original.id)
-        doc = status_document(
-            original,
-            sender=pkg.sender,
-            sender_network=self._registry.get(pkg.sender).network,  # type: ignore[union-attr]
-            code=StatusCode.RECALL_REQUESTED.value,
-            package=raw,
-            digest=digest,
-            signer=f"agency:{signer.code}",
-            resolutions=[self._registry.resolve(d.recipient) for d in deliveries],
-            now=verified.at,
-            extra_events=(verified,),
-        )
-        stored_id, created = await self._store.accept(doc)
-        if created:
-            self._on_accepted()
-        return _accepted(stored_id, created, doc.routes)
+        targets = [d.recipient for d in deliveries]
+        code = StatusCode.RECALL_REQUESTED.value
+        return await self._store_status(original, pkg.sender, code, raw, digest, signer, verified, targets)
 
     async def _changed_original(self, pkg: Edoc) -> DocumentRecord | None:
         """For an update (2) or replacement (3), the original it changes; None for a new document.
@@ -431,16 +418,31 @@ class Intake:
             if pkg.code is StatusCode.ARRIVED:
                 await self._check_receipt(pkg, original, mine.network)
             targets = [original.sender]
-        resolutions = [self._registry.resolve(code) for code in targets]
+        return await self._store_status(
+            original, pkg.sender, pkg.code.value, raw, digest, signer, verified, targets
+        )
+
+    async def _store_status(
+        self,
+        original: DocumentRecord,
+        sender: str,
+        code: str,
+        raw: bytes,
+        digest: str,
+        signer: CertIdentity,
+        verified: NewEvent,
+        targets: Sequence[str],
+    ) -> Accepted:
+        """Store a status about ``original`` (as signed: ``raw``) for ``targets``, once."""
         doc = status_document(
             original,
-            sender=pkg.sender,
-            sender_network=self._registry.get(pkg.sender).network,  # type: ignore[union-attr]
-            code=pkg.code.value,
+            sender=sender,
+            sender_network=self._registry.get(sender).network,  # type: ignore[union-attr]
+            code=code,
             package=raw,
             digest=digest,
             signer=f"agency:{signer.code}",
-            resolutions=resolutions,
+            resolutions=[self._registry.resolve(target) for target in targets],
             now=verified.at,
             extra_events=(verified,),
         )
