@@ -42,7 +42,7 @@ def sealed_by_government(config: Config, adapters: dict[Network, NetworkAdapter]
         priority=Priority.THUONG,
         package_digest=base64.b64encode(b"\0" * 32).decode(),
     )
-    return adapters[Network.GOVERNMENT].seal(routing, package)
+    return adapters[Network.GOVERNMENT].seal(routing, tr.PackageRef.of(package, encrypted=False))
 
 
 def test_bridge_verifies_then_reseals(config: Config, adapters) -> None:
@@ -60,7 +60,7 @@ def test_bridge_verifies_then_reseals(config: Config, adapters) -> None:
     ("old", "new"),
     [
         (A01.encode(), I01.encode()),  # re-routed to someone else
-        (b"<gw:Encoded>PD94", b"<gw:Encoded>PD95"),  # the carried package changed
+        (b"<gw:Size>", b"<gw:Size>1"),  # the carried package named with another size
         (b'action="sealed"', b'action="bridged"'),  # hop rewritten
     ],
 )
@@ -77,7 +77,7 @@ def test_recipient_side_refuses_an_altered_bridged_transfer(config: Config, adap
     bridged = adapters[Network.PARTY].bridge(
         sealed_by_government(config, adapters), from_network=Network.GOVERNMENT
     )
-    tampered = bridged.replace(b"<gw:Encoded>PD94", b"<gw:Encoded>PD95")
+    tampered = bridged.replace(b"<gw:Form>signed", b"<gw:Form>encrypted")
     assert tampered != bridged
     with pytest.raises(DeliveryError, match="does not verify"):
         adapters[Network.PARTY].open(tampered, sealed_by=Network.PARTY)
@@ -105,30 +105,47 @@ def test_agency_key_cannot_seal(config: Config, adapters) -> None:
 async def test_recipient_refuses_a_package_swapped_under_a_valid_seal(
     node: Node, config: Config, agency
 ) -> None:
-    """An adapter (or its database) that swaps in another validly signed package is caught by the digest."""
+    """An adapter (or its database) that swaps in another validly signed package is caught: beside
+    the seal, by the digest the seal names; under a new seal, by the sender's signed digest."""
     status, body = await agency(G22).send(make_package(config, G22, [A01], subject="Thật"))
     await wait_delivered(node, body["id"])
-    _, sealed = await agency(A01).call("GET", f"/v1/edocs/{body['id']}")
+    _, delivered = await agency(A01).call("GET", f"/v1/edocs/{body['id']}")
+    sealed, _ = tr.unframe(delivered)
     transfer, _ = node.adapters[Network.PARTY].open(sealed, sealed_by=Network.PARTY)
     other = make_package(config, G22, [A01], subject="Giả", document_id=f"{G22},2026/11/22,9/X")
-    resealed = node.adapters[Network.PARTY].seal(transfer.routing, other)
+    beside = b"".join(tr.frame(sealed, other)[1])
+    with pytest.raises(CryptoError, match=r"SHA-256 differs|bytes; the seal names"):
+        open_delivery(beside, trust=trust_for(config), network=Network.PARTY, at=datetime.now(UTC))
+    resealed = node.adapters[Network.PARTY].seal(transfer.routing, tr.PackageRef.of(other, encrypted=False))
+    swapped = b"".join(tr.frame(resealed, other)[1])
     with pytest.raises(CryptoError, match="digest differs"):
-        open_delivery(resealed, trust=trust_for(config), network=Network.PARTY, at=datetime.now(UTC))
+        open_delivery(swapped, trust=trust_for(config), network=Network.PARTY, at=datetime.now(UTC))
 
 
-async def test_corrupted_stored_package_is_quarantined_not_delivered(config: Config, home) -> None:
+@pytest.mark.parametrize("corrupt", ["broken", "flipped"])
+async def test_corrupted_stored_package_is_quarantined_not_delivered(
+    config: Config, home, corrupt: str
+) -> None:
     node = Node(config)
     try:
         accepted = await node.intake.submit(G22, make_package(config, G22, [A01]))
-        # Corrupt the stored package before the courier runs (a disk or an insider, say).
+        # Corrupt the stored package before the courier runs (a disk or an insider, say): replaced
+        # outright, or one byte flipped (still well-formed XML: the courier never parses it again).
         with sqlite3.connect(home / "gateway.db") as conn:
-            conn.execute("update documents set package = ? where id = ?", (b"<broken", accepted.id))
+            [stored] = conn.execute("select package from documents where id = ?", (accepted.id,)).fetchone()
+            at = stored.index(b"Subject>") + len(b"Subject>")
+            bad = (
+                b"<broken"
+                if corrupt == "broken"
+                else stored[:at] + bytes([stored[at] ^ 1]) + stored[at + 1 :]
+            )
+            conn.execute("update documents set package = ? where id = ?", (bad, accepted.id))
         await node.courier.run_once()
         [delivery] = await node.store.deliveries(accepted.id)
         assert delivery.state is DeliveryState.QUARANTINED
         assert await node.mailbox.inbox(A01) == []
         events = await node.store.events(accepted.id)
         quarantined = [e for e in events if e.kind == "quarantined"]
-        assert quarantined and "no longer parses" in quarantined[0].detail["reason"]
+        assert quarantined and "changed since it was accepted" in quarantined[0].detail["reason"]
     finally:
         await node.stop()  # an unstarted node too: courier, checker processes, store

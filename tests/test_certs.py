@@ -28,6 +28,7 @@ from gateway.crypto.issuing import generate_key, make_intermediate_ca, make_leaf
 from gateway.crypto.pki import DOCUMENT_SIGNING, KeyType, PrivateKey, Role, cert_pem, fingerprint, key_pem
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc, build_status
+from gateway.domain.transfer import unframe
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, StatusCode
 from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import SignerNotTrusted, Unauthenticated
@@ -127,7 +128,10 @@ async def wait_for(predicate: Callable[[], bool], *, timeout: float = 10.0) -> N
         await asyncio.sleep(0.05)
 
 
-def seal_fingerprint(config: Config, sealed: bytes, network: Network) -> str:
+def seal_fingerprint(config: Config, delivered: bytes, network: Network) -> str:
+    """The fingerprint of the adapter certificate that sealed a delivery's transfer header (given
+    as fetched, or as the header alone)."""
+    sealed = unframe(delivered)[0] if delivered.startswith(b"--gw-") else delivered
     seen: list[str] = []
     trust = trust_for(config)
 

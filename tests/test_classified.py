@@ -12,6 +12,7 @@ from lxml import etree
 
 from gateway.agency_side.packages import arrival_receipt, decryption_keys, open_delivery, sign_package
 from gateway.crypto.xmlenc import XENC
+from gateway.domain import transfer as tr
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc, build_status
 from gateway.domain.vocabulary import Classification, Network, StatusCode
 from gateway.errors import CryptoError, DecryptionFailed, NotARecipient
@@ -131,7 +132,7 @@ async def test_receipt_is_the_recipients_own_and_digest_checked(node: Node, conf
 
     opened = open_as(config, A01, Network.PARTY, sealed)
     now = datetime.now(UTC)
-    wrong = arrival_receipt(config.certs, A01, opened, sealed + b" ", now=now)
+    wrong = arrival_receipt(config.certs, A01, opened, opened.sealed + b" ", now=now)
     status, err = await agency(A01).call("POST", f"/v1/edocs/{doc_id}/status", wrong)
     assert (status, err["error"]) == (400, "receipt_mismatch")
     no_digest = sign_package(
@@ -149,7 +150,9 @@ async def test_receipt_is_the_recipients_own_and_digest_checked(node: Node, conf
     assert (status, err["error"]) == (400, "receipt_mismatch")
 
     status, ok = await agency(A01).call(
-        "POST", f"/v1/edocs/{doc_id}/status", arrival_receipt(config.certs, A01, opened, sealed, now=now)
+        "POST",
+        f"/v1/edocs/{doc_id}/status",
+        arrival_receipt(config.certs, A01, opened, opened.sealed, now=now),
     )
     assert status == 202, ok
     await wait_delivered(node, ok["id"])
@@ -159,12 +162,15 @@ async def test_receipt_is_the_recipients_own_and_digest_checked(node: Node, conf
     assert receipts["unconfirmed"] == [I01]
 
 
-def _resealed(node: Node, sealed: bytes, change) -> bytes:
+def _resealed(node: Node, delivered: bytes, change) -> bytes:
     """What a compromised gateway could hand out: altered content under a perfectly valid seal."""
+    sealed, package = tr.unframe(delivered)
     transfer, _ = node.adapters[Network.PARTY].open(sealed, sealed_by=Network.PARTY)
-    encrypted = etree.fromstring(transfer.package)
+    encrypted = etree.fromstring(package)
     change(encrypted)
-    return node.adapters[Network.PARTY].seal(transfer.routing, etree.tostring(encrypted))
+    altered = etree.tostring(encrypted)
+    resealed = node.adapters[Network.PARTY].seal(transfer.routing, tr.PackageRef.of(altered, encrypted=True))
+    return b"".join(tr.frame(resealed, altered)[1])
 
 
 def _flip(encrypted: etree._Element, path: str, byte: int) -> None:
@@ -206,8 +212,7 @@ async def test_swapped_encrypted_key_is_refused(node: Node, config: Config, agen
         await wait_delivered(node, body["id"])
     _, sealed_1 = await agency(A01).call("GET", f"/v1/edocs/{first[1]['id']}")
     _, sealed_2 = await agency(A01).call("GET", f"/v1/edocs/{second[1]['id']}")
-    other, _ = node.adapters[Network.PARTY].open(sealed_2, sealed_by=Network.PARTY)
-    other_key = etree.fromstring(other.package).find(f".//{{{XENC}}}EncryptedKey")
+    other_key = etree.fromstring(tr.unframe(sealed_2)[1]).find(f".//{{{XENC}}}EncryptedKey")
 
     def swap(encrypted: etree._Element) -> None:
         mine = encrypted.find(f".//{{{XENC}}}EncryptedKey")

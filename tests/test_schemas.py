@@ -14,7 +14,7 @@ from lxml import etree
 import schemas_xml
 from gateway.domain.edxml import BusinessDocType, Edoc, Status, read_package, validate_package
 from gateway.errors import ClientError
-from schemas_xml import DSIG_NS, EDXML_NS, GATEWAY_NS, XENC_NS
+from schemas_xml import DSIG_NS, EDXML_NS, GATEWAY_NS
 
 NAMESPACES = f'xmlns:edXML="{EDXML_NS}" xmlns:gw="{GATEWAY_NS}" xmlns:ds="{DSIG_NS}"'
 
@@ -244,7 +244,8 @@ PREVIOUS_SEAL = base64.b64encode(hashlib.sha256(b"c2lnbmF0dXJl").digest()).decod
 HOP_AT = 'at="2025-06-30T02:15:01.123456Z"'
 
 
-def _transfer(package: str) -> str:
+def _transfer(form: str) -> str:
+    """A sealed transfer header; the package travels beside it, named by digest, size and form."""
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <gw:Transfer xmlns:gw="{GATEWAY_NS}" xmlns:ds="{DSIG_NS}">{SIGNATURE}
   <gw:Routing>
@@ -262,17 +263,16 @@ def _transfer(package: str) -> str:
     <gw:Hop network="government" adapter="ADAPTER.GOVERNMENT" action="bridged"
             at="2025-06-30T09:15:02+07:00" previousSeal="{PREVIOUS_SEAL}"/>
   </gw:Hops>
-  <gw:Package>{package}</gw:Package>
+  <gw:Package>
+    <gw:Digest Algorithm="{SHA256}">{PACKAGE_DIGEST}</gw:Digest>
+    <gw:Size>52428800</gw:Size><gw:Form>{form}</gw:Form>
+  </gw:Package>
 </gw:Transfer>"""
 
 
-TRANSFER = _transfer(EDOC_ENVELOPE)
-ENCRYPTED_TRANSFER = _transfer(
-    f"""<xenc:EncryptedData xmlns:xenc="{XENC_NS}" Type="{XENC_NS}Element">
-      <xenc:EncryptionMethod Algorithm="http://www.w3.org/2009/xmlenc11#aes256-gcm"/>
-      <xenc:CipherData><xenc:CipherValue>AAECAwQFBgcICQ==</xenc:CipherValue></xenc:CipherData>
-    </xenc:EncryptedData>"""
-)
+TRANSFER = _transfer("signed")
+ENCRYPTED_TRANSFER = _transfer("encrypted")
+
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
@@ -345,7 +345,6 @@ def test_valid_packages_pass(document: str) -> None:
     "document",
     [
         pytest.param(TRANSFER, id="transfer"),
-        pytest.param(_transfer(EDOC), id="transfer-of-sdk-rooted-package"),
         pytest.param(ENCRYPTED_TRANSFER, id="transfer-encrypted-package"),
     ],
 )
@@ -580,6 +579,25 @@ def test_refusals_never_echo_a_classified_subject() -> None:
             _swap(TRANSFER, HOP_AT, 'at="2025-06-30T02:15:01"'),
             "attribute 'at'",
             id="Hop-time-without-zone",
+        ),
+        pytest.param(  # the package travels beside the header, never inside it (issue 13)
+            _swap(
+                TRANSFER,
+                "<gw:Form>signed</gw:Form>",
+                "<gw:Form>signed</gw:Form><gw:Encoded>AA==</gw:Encoded>",
+            ),
+            _g("Encoded"),
+            id="package-bytes-inside-the-header",
+        ),
+        pytest.param(
+            _swap(TRANSFER, "<gw:Form>signed</gw:Form>", "<gw:Form>zipped</gw:Form>"),
+            _g("Form"),
+            id="unknown-package-form",
+        ),
+        pytest.param(
+            _swap(TRANSFER, "<gw:Size>52428800</gw:Size>", "<gw:Size>-1</gw:Size>"),
+            _g("Size"),
+            id="negative-size",
         ),
     ],
 )

@@ -95,7 +95,7 @@ async def test_retries_failures_and_an_agencys_documents(config: Config, home: P
     out = await gateway(home, "trace", bad.id)
     assert out.returncode == 0, out.stderr
     assert "Retries and failures" in out.stdout and reason in out.stdout
-    assert "quarantined" in out.stdout and "no longer parses" in out.stdout
+    assert "quarantined" in out.stdout and "changed since it was accepted" in out.stdout
     assert "→ party: quarantined, 2 attempts, last error: " in out.stdout
 
     listing = await gateway(home, "trace", "--agency", G22, "--since", "2h")

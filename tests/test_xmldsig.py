@@ -1,4 +1,4 @@
-"""XMLDSig refusals are crypto errors, translated from signxml and lxml where they happen."""
+"""XMLDSig refusals are crypto errors, raised by the policy or translated from libxmlsec1."""
 
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ def _signed(placeholders: int = 1) -> etree._Element:
     return sign_enveloped(etree.fromstring(f"<doc><body>x</body>{slots}</doc>"), key, [cert])
 
 
-def test_a_signature_outside_the_xmldsig_schema_is_invalid_not_an_lxml_error() -> None:
+def test_a_signature_outside_the_xmldsig_order_is_refused_by_the_policy_before_any_library() -> None:
     root = _signed()
     signature = root.find(f"{{{DS}}}Signature")
     assert signature is not None
-    signature.insert(0, signature[1])  # SignatureValue before SignedInfo: the policy counts, the XSD orders
-    with pytest.raises(SignatureInvalid, match="the signature is malformed") as caught:
+    signature.insert(0, signature[1])  # SignatureValue before SignedInfo: the XMLDSig schema orders them
+    with pytest.raises(SignatureInvalid, match=r"the signature is malformed.*order") as caught:
         verify_enveloped(root, location="./", check_certificate=lambda cert: cert)
-    assert isinstance(caught.value.__cause__, etree.DocumentInvalid)
+    assert caught.value.__cause__ is None  # the policy's own refusal: libxmlsec1 never saw it
 
 
 def test_a_weak_algorithm_is_a_crypto_error_that_knows_no_http() -> None:
@@ -43,7 +43,7 @@ def test_a_weak_algorithm_is_a_crypto_error_that_knows_no_http() -> None:
     assert not isinstance(caught.value, ClientError)
 
 
-def test_signing_input_signxml_refuses_is_a_crypto_error() -> None:
+def test_signing_input_with_two_placeholders_is_a_crypto_error() -> None:
     with pytest.raises(CryptoError, match="more than one placeholder"):
         _signed(placeholders=2)
 
@@ -56,3 +56,51 @@ async def test_a_schema_invalid_signature_is_400_at_intake(node: Node, config: C
     status, body = await agency(G22).send(etree.tostring(root))
     assert (status, body["error"]) == (400, "signature_invalid")
     assert "malformed" in body["message"]
+
+
+# --- signxml as an independent implementation, both ways ----------------------------------------
+
+
+def test_a_signature_made_by_signxml_verifies_here_and_ours_verifies_in_signxml() -> None:
+    from signxml.algorithms import CanonicalizationMethod, SignatureMethod
+    from signxml.signer import XMLSigner
+    from signxml.verifier import VerifyResult, XMLVerifier
+
+    key = generate_key(KeyType.P256)
+    cert = make_root_ca(key, "Signer", datetime.now(UTC), 1)
+    theirs = XMLSigner(
+        signature_algorithm=SignatureMethod.ECDSA_SHA256,
+        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
+    ).sign(etree.fromstring("<doc><body>x</body></doc>"), key=key, cert=[cert])
+    verified, _ = verify_enveloped(
+        parse_xml(etree.tostring(theirs)), location="./", check_certificate=lambda c: c
+    )
+    assert verified.signed.findtext("body") == "x"
+
+    ours = etree.tostring(_signed())
+    result = XMLVerifier().verify(ours, x509_cert=_signed_cert(ours))
+    assert isinstance(result, VerifyResult) and result.signed_xml is not None
+    tampered = ours.replace(b"<body>x</body>", b"<body>y</body>")
+    with pytest.raises(Exception, match=r"[Dd]igest"):
+        XMLVerifier().verify(tampered, x509_cert=_signed_cert(tampered))
+    with pytest.raises(SignatureInvalid, match="digest mismatch"):
+        verify_enveloped(parse_xml(tampered), location="./", check_certificate=lambda c: c)
+
+
+def _signed_cert(raw: bytes) -> str:
+    found = etree.fromstring(raw).findtext(f".//{{{DS}}}X509Certificate")
+    assert found
+    return "-----BEGIN CERTIFICATE-----\n" + found + "\n-----END CERTIFICATE-----\n"
+
+
+def test_comments_are_not_read_as_signed_text() -> None:
+    """A URI="" reference does not digest comments: what is read after verifying holds none, so a
+    comment cannot split or hide text the signature covers."""
+    key = generate_key(KeyType.P256)
+    cert = make_root_ca(key, "Signer", datetime.now(UTC), 1)
+    root = etree.fromstring(
+        f'<doc><body>Hello<!-- x -->World</body><ds:Signature Id="placeholder" xmlns:ds="{DS}"/></doc>'
+    )
+    signed = etree.tostring(sign_enveloped(root, key, [cert]))
+    verified, _ = verify_enveloped(parse_xml(signed), location="./", check_certificate=lambda c: c)
+    assert verified.signed.findtext("body") == "HelloWorld"

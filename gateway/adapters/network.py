@@ -2,8 +2,9 @@
 
 An adapter seals what leaves its network, and verifies the previous seal
 before it lets a transfer in (bridging: verify, append a hop, seal again).
-It never needs to read the package it carries: it seals the transfer as a
-whole and routes on ``gw:Routing`` alone.
+It never reads the package it carries: it seals a small header that names the
+package by SHA-256 and size (``gateway.domain.transfer``), and routes on
+``gw:Routing`` alone; whoever holds the bytes checks them against that header.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class NetworkAdapter:
     def name(self) -> str:
         return self._seal.adapter
 
-    def seal(self, routing: tr.Routing, package: bytes, hops: tuple[tr.Hop, ...] = ()) -> bytes:
-        """Wrap a package for the road: routing facts, the hops so far plus ours, and our seal."""
+    def seal(self, routing: tr.Routing, package: tr.PackageRef, hops: tuple[tr.Hop, ...] = ()) -> bytes:
+        """A header for the road: routing facts, the package's digest, the hops so far plus ours,
+        and our seal."""
         hop = tr.Hop(self.network, self.name, "sealed", self._clock.now(), None)
         root = tr.build(routing, package, (*hops, hop))
         return bytes(etree.tostring(sign_enveloped(root, self._seal.key, self._seal.chain)))

@@ -1,7 +1,9 @@
 """The agency side: what an agency's document system does with its own keys.
 
 Signs packages before sending, and opens what the gateway delivers: verifies
-its network adapter's seal, then the sender's own signature inside. The CLI
+its network adapter's seal over the transfer header, checks the package that
+came beside it against the digest that header names, then decrypts it when
+classified and verifies the sender's own signature inside. The CLI
 uses it; so do the tests, exactly as an agency would.
 """
 
@@ -31,7 +33,7 @@ from gateway.domain.edxml import (
     read_package,
     signature_location,
 )
-from gateway.domain.transfer import Transfer, package_digest_of
+from gateway.domain.transfer import Transfer, check_carried, package_digest_of, unframe
 from gateway.domain.transfer import read as read_transfer
 from gateway.domain.vocabulary import Network, StatusCode
 from gateway.domain.xmlsafe import parse_xml
@@ -39,6 +41,7 @@ from gateway.errors import (
     BadRequest,
     ConfigError,
     CryptoError,
+    DeliveryError,
     NotARecipient,
     SchemaInvalid,
     SignatureInvalid,
@@ -98,21 +101,28 @@ class Opened:
 
     transfer: Transfer
     package: bytes  # the sender's signed edXML package, as the sender signed it
+    sealed: bytes  # the sealed transfer header it came with: what a 01 receipt's digest is over
     content: Edoc | Status
     signer: CertIdentity
 
 
 def open_delivery(
-    sealed: bytes,
+    delivery: bytes,
     *,
     trust: Trust,
     network: Network,
     at: datetime,
     decryption_keys: Sequence[tuple[PrivateKey, x509.Certificate]] = (),
 ) -> Opened:
-    """Verify the seal of ``network``'s adapter, decrypt a classified package with one of
+    """Open what ``GET /v1/edocs/{id}`` returned (a sealed header and its package, framed by
+    ``gateway.domain.transfer.frame``): verify the seal of ``network``'s adapter, check the package
+    against the digest the seal names, decrypt a classified package with one of
     ``decryption_keys`` (current first, then retired ones), then verify the sender's signature
     inside; refuse on any doubt, and never hand out partial plaintext."""
+    try:
+        sealed, package = unframe(delivery)
+    except DeliveryError as exc:
+        raise CryptoError(f"cannot open the delivery: {exc.message}") from None
 
     def seal_check(cert: x509.Certificate) -> CertIdentity:
         return trust.adapter(cert, network=network, at=at)
@@ -122,9 +132,14 @@ def open_delivery(
     except SignatureInvalid as exc:
         raise SignatureRejected.from_crypto(exc) from exc
     transfer = read_transfer(verified.signed)
-    package = transfer.package
-    carried = parse_xml(package)
-    if carried.tag == f"{{{XENC}}}EncryptedData":
+    try:
+        check_carried(transfer, package)
+    except DeliveryError as exc:
+        raise CryptoError(f"the delivered package is refused: {exc.message}") from None
+    carried = parse_xml(package, max_bytes=max(len(package), 1))
+    if (carried.tag == f"{{{XENC}}}EncryptedData") is not transfer.package.encrypted:
+        raise CryptoError("the package is not in the form (signed or encrypted) its seal names")
+    if transfer.package.encrypted:
         package = bytes(etree.tostring(_decrypt(carried, decryption_keys), encoding="UTF-8"))
 
     def sender_check(cert: x509.Certificate) -> CertIdentity:
@@ -139,14 +154,14 @@ def open_delivery(
 
     check = sender_check if transfer.routing.kind == "edoc" else adapter_or_sender
     try:
-        carried_root = parse_xml(package)
+        carried_root = parse_xml(package, max_bytes=max(len(package), 1))
         inner, signer = verify_enveloped(
             carried_root, location=signature_location(carried_root), check_certificate=check
         )
     except SignatureInvalid as exc:
         raise SignatureRejected.from_crypto(exc) from exc
     content = read_package(inner.signed)
-    if package_digest_of(inner.signed_data) != transfer.routing.package_digest:
+    if package_digest_of(inner.digest) != transfer.routing.package_digest:
         raise CryptoError("the package is not the one the gateway accepted (digest differs from the routing)")
     if content.sender != transfer.routing.sender:
         raise CryptoError(
@@ -156,11 +171,12 @@ def open_delivery(
         raise CryptoError(f"the document is signed by {signer.code} but claims to be from {content.sender}")
     if isinstance(content, Edoc) and content.classification is not transfer.routing.classification:
         raise CryptoError("the secrecy level the sender signed differs from the one it was carried under")
-    return Opened(transfer, package, content, signer)
+    return Opened(transfer, package, sealed, content, signer)
 
 
 def arrival_receipt(certs_dir: Path, code: str, opened: Opened, sealed: bytes, *, now: datetime) -> bytes:
-    """The recipient's own signed 01 over the digest of exactly the sealed transfer it fetched:
+    """The recipient's own signed 01 over the digest of exactly the sealed transfer header it
+    fetched (``Opened.sealed``, which names the package's digest):
     proof of delivery to this agency, not merely to a gateway (mandatory for classified documents)."""
     if not isinstance(opened.content, Edoc):
         raise BadRequest("only a document (not a status) is acknowledged with a 01 receipt")

@@ -221,7 +221,7 @@ def fetch(config: Config, args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(opened.package)
     if classified and opened.transfer.routing.kind == "edoc":
-        receipt = arrival_receipt(config.certs, code, opened, sealed, now=now)
+        receipt = arrival_receipt(config.certs, code, opened, opened.sealed, now=now)
         client.post_xml(f"/v1/edocs/{args.id}/status", receipt)
         if args.output:
             print(f"signed 01 receipt sent to {opened.content.sender}")

@@ -6,12 +6,20 @@ role, agency, revocation); this module only does XML and maths.
 
 Wrapping defence: the signature must sit at one pinned place, reference the
 whole document (``URI=""``, enveloped), and callers act only on
-``Verified.signed`` — the tree the verifier rebuilt from the signed bytes.
+``Verified.signed`` — the tree the verifier checked, with what a ``URI=""`` reference leaves
+out of its digest (comments) taken out, so that nothing read from it is unsigned.
 
 A signature means exactly one thing: before any maths, :func:`check_policy` holds it to a
 :class:`SignaturePolicy` — an allow-list of canonicalisations, transforms and algorithms, and
-one fixed shape — so no XSLT, XPath or other transform the gateway does not apply can change
-what was signed, and no malformed value reaches signxml.
+one fixed shape in the schema's order — so no XSLT, XPath or other transform the gateway does not
+apply can change what was signed, and no malformed value reaches the XMLDSig library.
+
+The maths is libxmlsec1's (python-xmlsec), in place on the caller's tree: it canonicalises and
+digests the document while streaming through it, so a 50 MB package verifies in about 0.25 s with
+one copy's worth of memory. signxml (used before issue 13) re-parses the tree with libxml2's
+default 10 MB text-node limit and could not read a package with a scanned attachment over 7.5 MB.
+The key comes from the certificate the caller judged, never from KeyInfo, and only the policy's
+transforms are enabled in libxmlsec1 too.
 
 Refusals are ``SignatureInvalid`` (``SignatureAlgorithmRefused`` for an algorithm
 outside the policy), never an HTTP error: the caller decides what a refusal means
@@ -21,48 +29,43 @@ to its own caller (``SignatureRejected.from_crypto`` for a client, or a ``Delive
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
-import cryptography.exceptions
+import xmlsec
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from lxml import etree
-from signxml.algorithms import (
-    CanonicalizationMethod,
-    DigestAlgorithm,
-    SignatureConstructionMethod,
-    SignatureMethod,
-    digest_algorithm_implementations,
-)
-from signxml.exceptions import (
-    InvalidCertificate,
-    InvalidDigest,
-    InvalidInput,
-    InvalidSignature,
-    SignXMLException,
-)
-from signxml.signer import XMLSigner
-from signxml.verifier import SignatureConfiguration, VerifyResult, XMLVerifier
 
 from gateway.errors import CryptoError, SignatureAlgorithmRefused, SignatureInvalid
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 _NS = {"ds": DS}
-ALLOWED_SIGNATURE_METHODS = frozenset({SignatureMethod.RSA_SHA256, SignatureMethod.ECDSA_SHA256})
-ALLOWED_DIGESTS = frozenset({DigestAlgorithm.SHA256})
-ENVELOPED = SignatureConstructionMethod.enveloped.value
-CANONICALIZATIONS = frozenset(
-    m.value
-    for m in (
-        CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
-        CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0_WITH_COMMENTS,
-        CanonicalizationMethod.CANONICAL_XML_1_0,
-        CanonicalizationMethod.CANONICAL_XML_1_0_WITH_COMMENTS,
-    )
-)
+_XS = xmlsec.constants  # libxmlsec1's names for algorithms and key formats
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
+ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+EXC_C14N_COMMENTS = "http://www.w3.org/2001/10/xml-exc-c14n#WithComments"
+C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
+C14N_COMMENTS = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments"
+ALLOWED_SIGNATURE_METHODS = frozenset({RSA_SHA256, ECDSA_SHA256})
+ALLOWED_DIGESTS = frozenset({SHA256})
+CANONICALIZATIONS = frozenset({EXC_C14N, EXC_C14N_COMMENTS, C14N, C14N_COMMENTS})
+# The same allow-list, as libxmlsec1 names it: it refuses any other transform on its own too.
+_XMLSEC_C14N = {
+    EXC_C14N: _XS.TransformExclC14N,
+    EXC_C14N_COMMENTS: _XS.TransformExclC14NWithComments,
+    C14N: _XS.TransformInclC14N,
+    C14N_COMMENTS: _XS.TransformInclC14NWithComments,
+}
+_DIGEST_SIZE = {SHA256: 32}
 
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 T = TypeVar("T")
@@ -84,8 +87,8 @@ class SignaturePolicy:
 
     canonicalizations: frozenset[str] = CANONICALIZATIONS
     transforms: frozenset[str] = CANONICALIZATIONS | {ENVELOPED}
-    signature_methods: frozenset[SignatureMethod] = ALLOWED_SIGNATURE_METHODS
-    digest_algorithms: frozenset[DigestAlgorithm] = ALLOWED_DIGESTS
+    signature_methods: frozenset[str] = ALLOWED_SIGNATURE_METHODS
+    digest_algorithms: frozenset[str] = ALLOWED_DIGESTS
 
     def __post_init__(self) -> None:
         for name, chosen, applied in (
@@ -102,56 +105,60 @@ class SignaturePolicy:
 
 @dataclass(frozen=True)
 class Verified:
-    """What a verifier vouches for: the signed tree, its exact bytes, and who signed it."""
+    """What a verifier vouches for: the signed tree, the digest of its canonical bytes, and who signed it."""
 
     signed: etree._Element
-    signed_data: bytes
+    digest: bytes  # SHA-256 of the canonical signed bytes: the ds:DigestValue the maths just checked
     certificate: x509.Certificate
 
     @property
     def signed_digest(self) -> str:
         """SHA-256 (hex) of the canonical signed bytes: equal for equal content, whatever the signature."""
-        return hashlib.sha256(self.signed_data).hexdigest()
+        return self.digest.hex()
+
+
+def _pem_of(key: SigningKey) -> bytes:
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
 
 
 def sign_enveloped(root: etree._Element, key: SigningKey, chain: list[x509.Certificate]) -> etree._Element:
-    """Sign ``root`` as a whole (URI="", enveloped) at its ``ds:Signature Id="placeholder"``.
+    """Sign ``root`` as a whole (URI="", enveloped, exclusive canonicalisation, SHA-256) at its one
+    ``ds:Signature Id="placeholder"``, in place; returns ``root``.
 
-    Returns the signed root. ``chain`` is the signer's certificate first. Raises
-    :class:`CryptoError` when signxml refuses the input (two placeholders, say).
+    ``chain`` is the signer's certificate first; only that one goes into KeyInfo. Raises
+    :class:`CryptoError` when the input cannot be signed (no placeholder, or two).
     """
+    placeholders = root.xpath("//ds:Signature[@Id='placeholder']", namespaces=_NS)
+    if not isinstance(placeholders, list) or len(placeholders) != 1:
+        count = len(placeholders) if isinstance(placeholders, list) else 0
+        raise CryptoError(
+            f"cannot sign the document: it has {count} signature placeholders; "
+            "exactly one is required (more than one placeholder is ambiguous)"
+        )
+    placeholder = placeholders[0]
+    assert isinstance(placeholder, etree._Element)
     method = (
-        SignatureMethod.ECDSA_SHA256
-        if isinstance(key, ec.EllipticCurvePrivateKey)
-        else SignatureMethod.RSA_SHA256
+        _XS.TransformEcdsaSha256 if isinstance(key, ec.EllipticCurvePrivateKey) else _XS.TransformRsaSha256
     )
-    signer = XMLSigner(
-        signature_algorithm=method,
-        digest_algorithm=DigestAlgorithm.SHA256,
-        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
+    template = xmlsec.template.create(root, _XS.TransformExclC14N, method, ns="ds")
+    reference = xmlsec.template.add_reference(template, _XS.TransformSha256, uri="")
+    xmlsec.template.add_transform(reference, _XS.TransformEnveloped)
+    xmlsec.template.add_transform(reference, _XS.TransformExclC14N)
+    certificate = etree.SubElement(
+        xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(template)), f"{{{DS}}}X509Certificate"
     )
+    certificate.text = base64.b64encode(chain[0].public_bytes(Encoding.DER)).decode("ascii")
+    parent = placeholder.getparent()
+    assert parent is not None
+    template.tail = placeholder.tail
+    parent.replace(placeholder, template)
+    context = xmlsec.SignatureContext()
     try:
-        signed: etree._Element = signer.sign(root, key=key, cert=chain[:1])
-    except InvalidInput as exc:
+        context.key = xmlsec.Key.from_memory(_pem_of(key), _XS.KeyDataFormatPem)
+        context.sign(template)
+    except xmlsec.Error as exc:
         raise CryptoError(f"cannot sign the document: {exc}") from exc
-    return signed
-
-
-def _policy(location: str, policy: SignaturePolicy, certificate: x509.Certificate) -> SignatureConfiguration:
-    return SignatureConfiguration(
-        # Whether a certificate is valid, and at which moment, is the Trust port's decision (the
-        # caller's check_certificate, or the node judging a checker's answer): signxml must not
-        # refuse it first against the wall clock, turning "signer not trusted" into "bad signature".
-        verification_time=certificate.not_valid_before_utc,
-        require_x509=True,
-        location=location,
-        expect_references=1,
-        signature_methods=policy.signature_methods,
-        digest_algorithms=policy.digest_algorithms,
-        # XMLDSig turns a node-set into octets with Canonical XML 1.0 when no transform says
-        # otherwise; signxml's own default is 1.1, which the policy does not allow.
-        default_reference_c14n_method=CanonicalizationMethod.CANONICAL_XML_1_0,
-    )
+    return root
 
 
 def _signature_at(root: etree._Element, location: str) -> etree._Element:
@@ -186,12 +193,21 @@ def _children(
         # The XMLDSig schema lets KeyInfo (and the algorithm elements) hold text: it means nothing.
         raise SignatureInvalid(f"{_name(parent)} holds text between its elements")
     found: dict[str, list[etree._Element]] = {name: [] for name in counts}
+    order = list(counts)  # the callers list the names in the XMLDSig schema's order
+    last = 0
     for child in parent.iterchildren(etree.Element):
         qname = etree.QName(child)
         if qname.namespace != DS or qname.localname not in counts:
             raise SignatureInvalid(
                 f"{_name(parent)} holds {_name(child)}, which the signature policy refuses"
             )
+        at = order.index(qname.localname)
+        if at < last:
+            raise SignatureInvalid(
+                f"the signature is malformed: {_name(parent)} holds ds:{qname.localname} after "
+                f"ds:{order[last]}; the XMLDSig schema fixes their order"
+            )
+        last = at
         found[qname.localname].append(child)
     for name, (least, most) in counts.items():
         if len(found[name]) < least or (most is not None and len(found[name]) > most):
@@ -258,17 +274,17 @@ def _check_reference(reference: etree._Element, policy: SignaturePolicy) -> None
     if algorithms[0] != ENVELOPED or len(algorithms) > 2 or ENVELOPED in algorithms[1:]:
         # Without enveloped-signature the digest would cover the signature itself. Any other
         # order or repetition would matter to a verifier that applies transforms as listed, and
-        # signxml applies them in an order of its own: refuse rather than guess which is meant.
+        # an XMLDSig library may apply them in an order of its own: refuse rather than guess.
         raise SignatureInvalid(
             "the transforms must be enveloped-signature, then at most one canonicalization, not "
             + _shown(", ".join(algorithms))
         )
     digest = _algorithm(
         parts["DigestMethod"][0],
-        {d.value for d in policy.digest_algorithms},
+        policy.digest_algorithms,
         lambda uri: SignatureAlgorithmRefused(f"digest algorithm {_shown(uri)} is not accepted; use SHA-256"),
     )
-    size = digest_algorithm_implementations[DigestAlgorithm(digest)]().digest_size
+    size = _DIGEST_SIZE[digest]
     if len(_base64(parts["DigestValue"][0])) != size:
         raise SignatureInvalid(f"the ds:DigestValue is not a {size}-byte digest")
 
@@ -295,7 +311,7 @@ def check_policy(signature: etree._Element, policy: SignaturePolicy | None = Non
     )
     _algorithm(
         signed_info["SignatureMethod"][0],
-        {m.value for m in policy.signature_methods},
+        policy.signature_methods,
         lambda uri: SignatureAlgorithmRefused(
             f"signature algorithm {_shown(uri)} is not accepted; use RSA-SHA256 or ECDSA-SHA256"
         ),
@@ -330,36 +346,75 @@ def verify_enveloped(
     none is given). ``check_certificate`` runs next, still before any signature maths, and
     raises to refuse the signer; its errors pass through unchanged. Raises
     :class:`SignatureInvalid` (or :class:`SignatureAlgorithmRefused`) saying why the signature
-    itself is refused; no error of signxml, lxml or cryptography escapes.
+    itself is refused; no error of libxmlsec1, lxml or cryptography escapes.
+
+    Verifies in place; on success the comments of ``root`` are removed (a ``URI=""`` reference
+    does not digest them), so that ``Verified.signed`` — ``root`` itself — holds only signed text.
     """
     policy = policy or SignaturePolicy()
     signature = _signature_at(root, location)
     check_policy(signature, policy)
     certificate = _certificate_of(signature)
     verdict = check_certificate(certificate)
+    signed_info = signature[0]
+    canonical = signed_info.find("ds:CanonicalizationMethod", _NS)
+    reference = signed_info.find("ds:Reference", _NS)
+    assert canonical is not None and reference is not None  # check_policy pinned the shape
+    context = xmlsec.SignatureContext()
     try:
-        result = XMLVerifier().verify(
-            root, x509_cert=certificate, expect_config=_policy(location, policy, certificate)
-        )
-    except InvalidDigest as exc:
-        raise SignatureInvalid("the signed content was changed after signing (digest mismatch)") from exc
-    except InvalidCertificate as exc:
-        raise SignatureInvalid(f"the signing certificate is not usable: {exc}") from exc
-    except (InvalidSignature, cryptography.exceptions.InvalidSignature) as exc:
+        context.key = xmlsec.Key.from_memory(certificate.public_bytes(Encoding.DER), _XS.KeyDataFormatCertDer)
+    except xmlsec.Error as exc:
+        raise SignatureInvalid("the signing certificate is not usable: its key cannot be loaded") from exc
+    for uri in policy.transforms:
+        context.enable_reference_transform(_XMLSEC_C14N.get(uri, _XS.TransformEnveloped))
+    for uri in policy.canonicalizations:
+        context.enable_signature_transform(_XMLSEC_C14N[uri])
+    for method in (_XS.TransformRsaSha256, _XS.TransformEcdsaSha256, _XS.TransformSha256):
+        context.enable_signature_transform(method)
+        context.enable_reference_transform(method)
+    try:
+        context.verify(signature)
+    except xmlsec.VerificationError as exc:
+        if _signed_info_verifies(signed_info, signature, certificate, canonical.get("Algorithm", "")):
+            raise SignatureInvalid("the signed content was changed after signing (digest mismatch)") from exc
         raise SignatureInvalid("the signature value does not verify") from exc
-    except etree.LxmlError as exc:
-        # signxml checks ds:Signature against the XMLDSig schema, which edxml.xsd leaves to us
-        # (lax), and canonicalises with libxml2, which refuses some trees (relative namespace URIs).
+    except xmlsec.Error as exc:
         raise SignatureInvalid(f"the signature is malformed: {_cut(str(exc))}") from exc
-    except SignXMLException as exc:  # InvalidInput and the rest of signxml's own refusals
-        raise SignatureInvalid(f"the signature is malformed: {_cut(str(exc))}") from exc
-    except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
-        # What signxml lets through from a shape the policy should already have refused
-        # (an unknown enum value, base64 of None): still the client's signature, not our fault.
-        raise SignatureInvalid(f"the signature is malformed ({type(exc).__name__})") from exc
-    if not isinstance(result, VerifyResult) or result.signed_xml is None:
-        raise SignatureInvalid("the signed content is not XML")
-    return Verified(result.signed_xml, result.signed_data, certificate), verdict
+    digest_value = reference.find("ds:DigestValue", _NS)
+    assert digest_value is not None
+    digest = _base64(digest_value)
+    etree.strip_elements(root, etree.Comment, with_tail=False)
+    return Verified(root, digest, certificate), verdict
+
+
+def _signed_info_verifies(
+    signed_info: etree._Element, signature: etree._Element, certificate: x509.Certificate, c14n: str
+) -> bool:
+    """Whether SignatureValue is right over SignedInfo: after libxmlsec1 refused the signature,
+    this tells a changed document (digest mismatch) from a wrong signature, for the message only."""
+    value_node = signature.find("ds:SignatureValue", _NS)
+    if value_node is None:
+        return False
+    canonical = etree.tostring(
+        signed_info,
+        method="c14n",
+        exclusive=c14n in (EXC_C14N, EXC_C14N_COMMENTS),
+        with_comments=c14n in (EXC_C14N_COMMENTS, C14N_COMMENTS),
+    )
+    value = _base64(value_node)
+    key = certificate.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(value, canonical, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            half = len(value) // 2
+            r, s = int.from_bytes(value[:half], "big"), int.from_bytes(value[half:], "big")
+            key.verify(encode_dss_signature(r, s), canonical, ec.ECDSA(hashes.SHA256()))
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def _cut(message: str) -> str:

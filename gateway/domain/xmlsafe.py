@@ -107,7 +107,9 @@ def _parser_options() -> dict[str, Any]:
         "no_network": True,
         "load_dtd": False,
         "dtd_validation": False,
-        "huge_tree": False,
+        # libxml2's default limits (10 MB text nodes, depth 256) refuse a scanned attachment of a
+        # real package; XmlLimits bounds size, depth, counts and names instead, with our messages.
+        "huge_tree": True,
         "remove_blank_text": False,
         "collect_ids": False,
         "encoding": "utf-8",  # never what the document says: only UTF-8 is accepted

@@ -1,9 +1,10 @@
 """Carrying accepted documents to their recipients' networks, as an asyncio worker over the store.
 
 For each (document, target network) route: the sender network's adapter
-seals a transfer; if the target is another network, that network's adapter
-bridges it in (verify, hop, re-seal); the target adapter verifies the final
-seal; only then are the route's deliveries put in the inboxes — in the same
+seals a transfer header naming the stored package by digest; if the target is
+another network, that network's adapter bridges it in (verify, hop, re-seal);
+the target adapter verifies the final seal, and the stored package is checked
+against the digest it names; only then are the route's deliveries put in the inboxes — in the same
 transaction that stores the sealed transfer, so a crash delivers nothing
 twice and loses nothing (an unfinished route is simply carried again).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -21,9 +23,8 @@ from typing import Protocol
 from gateway.adapters.network import NetworkAdapter
 from gateway.domain import transfer as tr
 from gateway.domain.clock import Clock
-from gateway.domain.vocabulary import Network
-from gateway.domain.xmlsafe import parse_xml
-from gateway.errors import ClientError, DeliveryError, PeerUnavailable
+from gateway.domain.vocabulary import Classification, Network
+from gateway.errors import DeliveryError, PeerUnavailable
 from gateway.exchange.ports import Carried, CourierStore, NewEvent, Peers, RouteJob
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,13 @@ def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Cloc
         status_code=doc.status_code,
         due_at=doc.due_at,
     )
-    try:
-        parse_xml(job.package)  # a stored package that no longer parses is not carried anywhere
-    except ClientError as exc:
-        raise DeliveryError(f"stored package no longer parses: {exc.message}") from exc
-    sealed = source.seal(routing, job.package)
+    # Named by digest, never parsed again: the intake checked it, and every side that receives
+    # the bytes checks them against this digest before acting on them. Bytes changed at rest
+    # since acceptance are caught here, before anything is sealed.
+    if doc.package_sha256 is not None and hashlib.sha256(job.package).hexdigest() != doc.package_sha256:
+        raise DeliveryError("the stored package changed since it was accepted (its SHA-256 differs)")
+    package = tr.PackageRef.of(job.package, encrypted=doc.classification is not Classification.NONE)
+    sealed = source.seal(routing, package)
     events = [NewEvent("sealed", clock.now(), doc.id, None, source.network.value, {"adapter": source.name})]
     if remote:
         return Carried(sealed=sealed, events=tuple(events), forward_to=job.target)
@@ -73,6 +76,7 @@ def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Cloc
     opened, _ = target.open(sealed, sealed_by=target.network)
     if opened.routing.transfer_id != doc.id or opened.routing.recipients != routing.recipients:
         raise DeliveryError("the sealed transfer does not match the route it was made for")
+    tr.check_carried(opened, job.package)  # what goes into the inboxes is what the seal names
     events.append(
         NewEvent(
             "seal_verified",
@@ -204,7 +208,7 @@ class Courier:
                 await self._hold(job, f"the link to the {network} node is down", self._down_until[network])
                 continue
             try:
-                await self._peers.send(network, carried.sealed)
+                await self._peers.send(network, carried.sealed, job.package)
             except PeerUnavailable as exc:
                 failures = self._failures[network] = self._failures.get(network, 0) + 1
                 wait = min(self._max_backoff, 0.5 * 2 ** (failures - 1))

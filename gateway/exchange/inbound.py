@@ -1,14 +1,16 @@
 """Taking over a transfer from the node of another network (the receiving half of a bridge).
 
 The peer presented its adapter's TLS certificate; this network's adapter verifies the peer
-adapter's seal, appends its hop and re-seals, verifies the result as the recipient side, and
-stores the document with its deliveries already in the inboxes, in one transaction. Only then
+adapter's seal, appends its hop and re-seals, verifies the result as the recipient side, checks
+the package bytes that came beside the header against the digest the seal names, and stores the
+document with its deliveries already in the inboxes, in one transaction. Only then
 does the peer hear 2xx and mark its hop done. A transfer seen before is answered the same way
 without being stored twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass
 
@@ -21,7 +23,7 @@ from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.agencies import Registry
 from gateway.domain.clock import Clock
 from gateway.domain.edxml import Edoc, read_package, signature_location
-from gateway.domain.transfer import Transfer
+from gateway.domain.transfer import Transfer, check_carried
 from gateway.domain.vocabulary import Classification, Network, StatusCode
 from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import ClientError, DeliveryError, Forbidden, GatewayError
@@ -65,11 +67,12 @@ class Inbound:
             raise Forbidden(f"{identity.code} is not the adapter of a peer network of this node")
         return identity.network
 
-    async def take_over(self, sealed: bytes, *, from_network: Network) -> TakenOver:
+    async def take_over(self, sealed: bytes, package: bytes, *, from_network: Network) -> TakenOver:
         now = self._clock.now()
         try:
             bridged = self._adapter.bridge(sealed, from_network=from_network)
             transfer, _ = self._adapter.open(bridged, sealed_by=self._adapter.network)
+            check_carried(transfer, package)
         except DeliveryError as exc:
             await self._store.add_events(
                 [NewEvent("quarantined", now, None, None, self._adapter.network.value,
@@ -80,7 +83,8 @@ class Inbound:
         existing = await self._store.document(routing.transfer_id)
         if existing is not None:
             return TakenOver(existing.id, False)
-        subject, signer = self._read_package(transfer)
+        # The sender's signature over up to 50 MB: off the event loop (libxmlsec1 releases the GIL).
+        subject, signer = await asyncio.to_thread(self._read_package, transfer, package)
         network = self._adapter.network.value
         events = [
             NewEvent("bridged", now, routing.transfer_id, None, network,
@@ -108,7 +112,7 @@ class Inbound:
             priority=routing.priority,
             classification=routing.classification,
             accepted_at=now,
-            package=transfer.package,
+            package=package,
             routes=(
                 NewRoute(
                     self._adapter.network, tuple(NewDelivery(r.code, r.addressed) for r in routing.recipients)
@@ -120,14 +124,18 @@ class Inbound:
         created = await self._store.accept_forwarded(doc, bridged, now=now)
         return TakenOver(doc.id, created)
 
-    def _read_package(self, transfer: Transfer) -> tuple[str | None, str]:
+    def _read_package(self, transfer: Transfer, package: bytes) -> tuple[str | None, str]:
         """The subject to list in inboxes (unclassified only) and who signed a status package.
 
         Read only from what the sealed transfer carried and its own signature covers.
         """
-        root = parse_xml(transfer.package)
-        if root.tag == XENC_DATA:
+        if transfer.package.encrypted:  # ciphertext for the recipients: nothing here to read or check
             return None, f"agency:{transfer.routing.sender}"
+        root = parse_xml(package)
+        if root.tag == XENC_DATA:
+            raise Forbidden(
+                "the transfer carries ciphertext but its seal says the package is signed plaintext"
+            )
         at = self._clock.now()
 
         def check(cert: x509.Certificate) -> CertIdentity:

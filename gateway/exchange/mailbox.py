@@ -104,8 +104,9 @@ class Mailbox:
             raise NotFound(f"no document with id {doc_id} for agency {agency}")
         return doc, deliveries
 
-    async def fetch(self, agency: str, doc_id: str) -> bytes:
-        """The sealed transfer as delivered to ``agency``; the first fetch issues the 01 receipt."""
+    async def fetch(self, agency: str, doc_id: str) -> tuple[bytes, bytes]:
+        """The sealed transfer header as delivered to ``agency`` and the stored package it names;
+        the first fetch issues the 01 receipt (over the header, which names the package's digest)."""
         doc, deliveries = await self._visible(agency, doc_id)
         mine = next((d for d in deliveries if d.recipient == agency), None)
         if mine is None:
@@ -115,7 +116,8 @@ class Mailbox:
                 f"document {doc_id} is not in the inbox of {agency} (delivery state: {mine.state})"
             )
         sealed = await self._store.sealed_for(doc_id, mine.network)
-        if sealed is None:
+        package = await self._store.package(doc_id)
+        if sealed is None or package is None:
             raise NotFound(f"document {doc_id} has no sealed copy for the {mine.network} network")
         now = self._clock.now()
         receipt = None
@@ -130,7 +132,7 @@ class Mailbox:
         first = await self._store.mark_fetched(doc_id, agency, now=now, receipt=receipt, events=[fetched])
         if first and receipt is not None:
             self._on_accepted()
-        return sealed
+        return sealed, package
 
     def _arrival_receipt(self, doc: DocumentRecord, delivery: DeliveryRecord, sealed: bytes) -> NewDocument:
         """A 01 status, signed on the recipient's side over the digest of exactly what was delivered."""

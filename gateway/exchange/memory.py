@@ -16,6 +16,7 @@ so that the two can be read side by side.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 from collections.abc import Collection, Iterable, Sequence
@@ -413,6 +414,7 @@ class MemoryStore:
             priority=Priority(doc.priority),
             classification=Classification(doc.classification),
             size=len(doc.package),
+            package_sha256=hashlib.sha256(doc.package).hexdigest(),
             accepted_at=doc.accepted_at,
             due_at=doc.due_at,
             business_doc_type=doc.business_doc_type,

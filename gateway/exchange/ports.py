@@ -89,6 +89,9 @@ class DocumentRecord:
     accepted_at: datetime
     due_at: datetime | None = None
     business_doc_type: int | None = None  # as NewDocument's
+    package_sha256: str | None = (
+        None  # hex SHA-256 of the package as stored (None: stored before it was kept)
+    )
 
 
 @dataclass(frozen=True)
@@ -162,9 +165,9 @@ class Peers(Protocol):
 
     def knows(self, network: Network) -> bool: ...
 
-    async def send(self, network: Network, sealed: bytes) -> None:
-        """Hand over one sealed transfer; raises ``PeerUnavailable`` (try later) or
-        ``DeliveryError`` (the peer refused it)."""
+    async def send(self, network: Network, sealed: bytes, package: bytes) -> None:
+        """Hand over one sealed transfer header and the package it names; raises
+        ``PeerUnavailable`` (try later) or ``DeliveryError`` (the peer refused it)."""
         ...
 
 
@@ -175,6 +178,11 @@ class DocumentReads(Protocol):
 
     async def deliveries(self, doc_id: str) -> list[DeliveryRecord]:
         """The document's deliveries, in the order they were stored."""
+        ...
+
+    async def package(self, doc_id: str) -> bytes | None:
+        """The package as stored (encrypted when classified): what a delivery carries beside its
+        sealed header, and what tools and benchmarks read."""
         ...
 
     async def sealed_for(self, doc_id: str, network: Network) -> bytes | None:
@@ -306,9 +314,5 @@ class Store(IntakeStore, CourierStore, MailboxStore, InboundStore, DeadlineStore
 
     Every method is one transaction, and every type crossing it is a record of this module or
     of ``gateway.domain``. Each use case is given only the narrow port above that it needs."""
-
-    async def package(self, doc_id: str) -> bytes | None:
-        """The package as stored (encrypted when classified), for tools and benchmarks."""
-        ...
 
     async def close(self) -> None: ...

@@ -18,11 +18,13 @@ from aiohttp import web
 from gateway.adapters.ports import Trust
 from gateway.domain.agencies import Registry
 from gateway.domain.clock import Clock
+from gateway.domain.transfer import frame, unframe
 from gateway.domain.vocabulary import Classification, Network
 from gateway.errors import (
     BadRequest,
     CheckersBusy,
     ClientError,
+    DeliveryError,
     DuplicateHeader,
     Forbidden,
     PackageTooLarge,
@@ -186,7 +188,14 @@ class Api:
             raise Forbidden("this node serves every network itself and takes no transfers from peers")
         identity = self._trust.client(self._peer_cert(request), at=self._clock.now())
         from_network = self._inbound.peer_network(identity)
-        taken = await self._inbound.take_over(await request.read(), from_network=from_network)
+        # The header and the package it names, framed as one multipart body. A classified package
+        # travels as its ciphertext, larger than the package the sender sent: twice the limit.
+        body = await _read_within(request, 2 * request.app[MAX_BYTES] + (1 << 20))
+        try:
+            sealed, package = unframe(body)
+        except DeliveryError as exc:
+            raise BadRequest(f"transfer refused: {exc.message}") from None
+        taken = await self._inbound.take_over(sealed, package, from_network=from_network)
         return web.json_response({"id": taken.id, "stored": True}, status=201 if taken.created else 200)
 
     def _admit(self, agency: str) -> None:
@@ -221,14 +230,22 @@ class Api:
         items = await self._mailbox.inbox(agency, include_fetched=include_fetched, limit=limit)
         return web.json_response({"agency": agency, "documents": [_inbox_view(i) for i in items]})
 
-    async def fetch(self, request: web.Request) -> web.Response:
+    async def fetch(self, request: web.Request) -> web.StreamResponse:
         agency = self.agency_of(request)
-        sealed = await self._mailbox.fetch(agency, request.match_info["id"])
+        sealed, package = await self._mailbox.fetch(agency, request.match_info["id"])
         # The package is as its sender signed it; that a replacement has since superseded it is
         # the gateway's word, so it travels beside the package, not in it.
         newer = await self._mailbox.superseded_by(agency, request.match_info["id"])
-        headers = {"X-Superseded-By": newer} if newer is not None else None
-        return web.Response(body=sealed, content_type="application/xml", charset="utf-8", headers=headers)
+        content_type, pieces = frame(sealed, package)
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = sum(len(piece) for piece in pieces)
+        if newer is not None:
+            response.headers["X-Superseded-By"] = newer
+        await response.prepare(request)
+        for piece in pieces:  # the stored bytes as they are: no second copy of a 50 MB package
+            await response.write(piece)
+        await response.write_eof()
+        return response
 
     async def report_failure(self, request: web.Request) -> web.Response:
         """A recipient's system reports that it could not decrypt or verify what it fetched."""
@@ -262,6 +279,20 @@ class Api:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "pending_routes": await self._store.pending_routes()})
+
+
+async def _read_within(request: web.Request, limit: int) -> bytes:
+    """The request body, refused past ``limit`` bytes as it arrives (the app's own cap is the
+    package limit, which a framed transfer may exceed by its header, or its ciphertext)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PackageTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise PackageTooLarge(f"the body is over {limit} bytes, the limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _one_header(request: web.Request, name: str) -> str | None:

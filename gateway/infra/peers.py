@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from gateway.crypto.pki import Role
+from gateway.domain.transfer import frame
 from gateway.domain.vocabulary import Network
 from gateway.errors import DeliveryError, PeerUnavailable
 from gateway.infra.files.pki_dir import adapter_paths
@@ -38,8 +39,10 @@ class PeerLinks:
     def knows(self, network: Network) -> bool:
         return network in self._peers
 
-    async def send(self, network: Network, sealed: bytes) -> None:
-        """Hand a sealed transfer to ``network``'s node; returns once it is durably stored there."""
+    async def send(self, network: Network, sealed: bytes, package: bytes) -> None:
+        """Hand a sealed transfer header and its package to ``network``'s node, framed as one
+        multipart body (``gateway.domain.transfer.frame``); returns once it is durably stored
+        there. A failed hand-over is retried whole: the peer keeps nothing of a partial body."""
         url = self._peers.get(network)
         if url is None:
             raise DeliveryError(f"no peer node is configured for the {network} network")
@@ -47,9 +50,10 @@ class PeerLinks:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ctx, limit=8), timeout=self._timeout
             )
+        content_type, pieces = frame(sealed, package)
         try:
             async with self._session.post(
-                url + TRANSFER_PATH, data=sealed, headers={"Content-Type": "application/xml"}
+                url + TRANSFER_PATH, data=b"".join(pieces), headers={"Content-Type": content_type}
             ) as response:
                 body = await response.text()
                 if response.status >= 500:

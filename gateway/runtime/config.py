@@ -31,7 +31,7 @@ port = {DEFAULT_PORT}
 database = "sqlite:///gateway.db"
 registry = "registry.csv"      # the agency registry; edit it and restart
 certs = "certs_dev"            # dev PKI created by `gateway init`
-max_package_bytes = 52428800   # 50 MiB
+max_package_bytes = 52428800   # 50 MiB; at most 209715200 (200 MiB)
 sqlite_synchronous = "FULL"    # FULL: an accepted document survives power loss, not only a crash
 submit_rate = 100.0            # documents/s each agency may sustain (0: no limit); above: 429
 submit_burst = 2000            # ... and how many it may send at once above that rate
@@ -151,14 +151,14 @@ def load_config(home: Path, path: Path | None = None) -> Config:
             database=database_url(str(data.get("database", "sqlite:///gateway.db")), base),
             registry=base / str(data.get("registry", "registry.csv")),
             certs=base / str(data.get("certs", "certs_dev")),
-            max_package_bytes=int(data.get("max_package_bytes", 50 * 1024 * 1024)),
+            max_package_bytes=_package_bytes(data),
             sqlite_synchronous=str(data.get("sqlite_synchronous", "FULL")).upper(),
             carriers=int(data.get("carriers", 0)),
             submit_rate=float(data.get("submit_rate", 100.0)),
             submit_burst=int(data.get("submit_burst", 2000)),
             submit_checkers=_positive(int, data, "submit_checkers", DEFAULT_CHECKERS),
             submit_cpu_seconds=_positive(float, data, "submit_cpu_seconds", 5.0),
-            submit_memory_mb=_positive(int, data, "submit_memory_mb", 1024),
+            submit_memory_mb=_positive(int, data, "submit_memory_mb", _checker_memory_mb(data)),
             submit_queue=_positive(int, data, "submit_queue", 64),
             network=network,
             peers=peer_urls,
@@ -169,13 +169,31 @@ def load_config(home: Path, path: Path | None = None) -> Config:
             body_timeout=_positive(float, data, "body_timeout", 120.0),
             max_connections=_positive(int, data, "max_connections", 2000),
             max_connections_per_client=_positive(int, data, "max_connections_per_client", 200),
-            xml_limits=_xml_limits(data, int(data.get("max_package_bytes", 50 * 1024 * 1024))),
+            xml_limits=_xml_limits(data, _package_bytes(data)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
 _Number = TypeVar("_Number", int, float)
+MAX_PACKAGE_BYTES_CEILING = 200 * 1024 * 1024
+
+
+def _package_bytes(data: Mapping[str, object]) -> int:
+    """``max_package_bytes``: 50 MiB unless set, and never above 200 MiB (a checker holds the
+    package, its tree and libxmlsec1's canonical stream at once: about 4x the package)."""
+    value = int(str(data.get("max_package_bytes", 50 * 1024 * 1024)))
+    if not 0 < value <= MAX_PACKAGE_BYTES_CEILING:
+        raise ValueError(
+            f"max_package_bytes must be between 1 and {MAX_PACKAGE_BYTES_CEILING} (200 MiB), not {value}"
+        )
+    return value
+
+
+def _checker_memory_mb(data: Mapping[str, object]) -> int:
+    """The default address space of a checker: 1 GiB, or more when larger packages are allowed
+    (about 6x the package plus the interpreter), so raising max_package_bytes alone is enough."""
+    return max(1024, 6 * _package_bytes(data) // (1024 * 1024) + 512)
 
 
 def _positive(kind: type[_Number], data: Mapping[str, object], name: str, default: _Number) -> _Number:

@@ -15,6 +15,7 @@ import pytest
 from gateway.adapters.network import NetworkAdapter
 from gateway.domain.agencies import Registry
 from gateway.domain.clock import ManualClock
+from gateway.domain.transfer import frame
 from gateway.domain.vocabulary import DeliveryState, Network, Priority
 from gateway.exchange.courier import Courier, Outcome, carry_batch
 from gateway.exchange.intake import Intake
@@ -123,3 +124,9 @@ def build_exchange(
 @pytest.fixture
 def exchange(shared_config: Config, clock: ManualClock) -> Exchange:
     return build_exchange(shared_config, clock)
+
+
+def framed(sealed: bytes | None, package: bytes | None) -> bytes:
+    """A sealed header and its package as ``GET /v1/edocs/{id}`` sends them (what ``open_delivery`` opens)."""
+    assert sealed is not None and package is not None
+    return b"".join(frame(sealed, package)[1])

@@ -12,7 +12,7 @@ from gateway.errors import DeliveryError, NotFound, PeerUnavailable
 from gateway.exchange.courier import Courier
 from gateway.infra.files.pki_dir import agency_paths, load_key_pair
 from tests.conftest import A01, G22, H41, I01
-from tests.unit.conftest import Exchange, InlineCarrier
+from tests.unit.conftest import Exchange, InlineCarrier, framed
 
 
 class PeerNodes:
@@ -27,7 +27,7 @@ class PeerNodes:
     def knows(self, network: Network) -> bool:
         return network in self.networks
 
-    async def send(self, network: Network, sealed: bytes) -> None:
+    async def send(self, network: Network, sealed: bytes, package: bytes) -> None:
         if self.down:
             raise PeerUnavailable(f"cannot reach the {network} node: connection refused")
         if self.refusing:
@@ -51,8 +51,9 @@ async def test_each_network_gets_its_seal_and_each_recipient_the_document_once(e
         A01: DeliveryState.DELIVERED, I01: DeliveryState.DELIVERED, H41: DeliveryState.DELIVERED,
     }  # fmt: skip
     for network in (Network.PARTY, Network.FRONT, Network.GOVERNMENT):
-        sealed = await exchange.store.sealed_for(accepted.id, network)
-        assert sealed is not None
+        sealed = framed(
+            await exchange.store.sealed_for(accepted.id, network), await exchange.store.package(accepted.id)
+        )
         opened = open_delivery(sealed, trust=exchange.trust, network=network, at=exchange.clock.now())
         assert opened.signer.code == G22  # the sender's own signature, end to end
         hops = [(h.network, h.action) for h in opened.transfer.hops]

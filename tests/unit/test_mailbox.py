@@ -16,7 +16,7 @@ from gateway.exchange.memory import MemoryStore
 from gateway.exchange.ports import NewDocument, NewEvent
 from gateway.runtime.config import Config
 from tests.conftest import A01, G22, H41, I01
-from tests.unit.conftest import Exchange, build_exchange
+from tests.unit.conftest import Exchange, build_exchange, framed
 
 
 class CountingStore(MemoryStore):
@@ -78,7 +78,8 @@ async def test_the_first_fetch_issues_a_01_and_records_it_in_one_transaction(
     exchange.clock.advance(minutes=3)
     store.writes.clear()
 
-    sealed = await exchange.mailbox.fetch(A01, doc_id)
+    fetched = await exchange.mailbox.fetch(A01, doc_id)
+    sealed = framed(*fetched)
     assert store.writes == ["mark_fetched"]  # the fetch, its 01 and its `fetched` record together
     opened = open_delivery(sealed, trust=exchange.trust, network=Network.PARTY, at=exchange.clock.now())
     assert opened.content.sender == G22 and opened.transfer.routing.transfer_id == doc_id
@@ -96,7 +97,7 @@ async def test_the_first_fetch_issues_a_01_and_records_it_in_one_transaction(
 
     # A second fetch hands out the same transfer and issues, records and wakes nothing.
     exchange.clock.advance(minutes=1)
-    assert await exchange.mailbox.fetch(A01, doc_id) == sealed
+    assert await exchange.mailbox.fetch(A01, doc_id) == fetched
     assert len(await store.statuses_for(doc_id)) == 1 and len(await store.events(doc_id)) == len(trace)
     assert len(exchange.wakes) == wakes + 1
     assert [i.document.id for i in await exchange.mailbox.inbox(A01)] == []

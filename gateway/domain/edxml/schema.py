@@ -26,9 +26,10 @@ def _validate(schema: etree.XMLSchema, root: etree._Element, what: str) -> None:
     # within every parser limit. A validating parser stops at the first error: linear, and for an
     # ordinary package about one more parse (tens of microseconds).
     # A parser of its own each time: a parser's error log outlives the call, and parsers are not
-    # thread-safe; making one costs microseconds. Same hardening as the one parser.
+    # thread-safe; making one costs microseconds. Same hardening as the one parser (huge_tree
+    # included: the tree has passed its XmlLimits already).
     parser = etree.XMLParser(
-        schema=schema, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+        schema=schema, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
     )
     try:
         etree.fromstring(etree.tostring(root), parser)

@@ -35,6 +35,7 @@ def document_record(row: Any) -> DocumentRecord:
         accepted_at=row.accepted_at,
         due_at=row.due_at,
         business_doc_type=row.business_doc_type,
+        package_sha256=row.package_sha256,
     )
 
 

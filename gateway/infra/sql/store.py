@@ -8,6 +8,7 @@ A little over 400 lines: one short method per port method, kept together as the 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
@@ -450,6 +451,7 @@ def _insert_document(conn: Connection, doc: NewDocument) -> None:
             priority=int(doc.priority),
             classification=int(doc.classification),
             size=len(doc.package),
+            package_sha256=hashlib.sha256(doc.package).hexdigest(),
             accepted_at=doc.accepted_at,
             due_at=doc.due_at,
             business_doc_type=doc.business_doc_type,

@@ -59,6 +59,9 @@ class DocumentRow(SQLModel, table=True):
     # An edoc's BussinessDocType (2 update, 3 replace the edoc in response_for); None for a status.
     business_doc_type: int | None = Field(default=None)
     signed_digest: str = Field(max_length=64)
+    # SHA-256 (hex) of ``package`` as stored: the courier checks it before sealing, so bytes that
+    # changed at rest are caught before delivery. NULL for rows stored before issue 13.
+    package_sha256: str | None = Field(default=None, max_length=64)
     due_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True, index=True))
     signer: str = Field(max_length=120)
     subject: str | None = Field(default=None)
