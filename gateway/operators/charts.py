@@ -1,0 +1,170 @@
+"""Charts as inline SVG for the console: stacked bars and lines over the minutes of an hour.
+
+Pure text out, no script: the console's Content-Security-Policy (``default-src 'none'``) lets
+inline SVG draw because nothing is fetched; colours are presentation attributes. Every text is
+escaped. Each bar and point has a ``<title>``, which a browser shows on hover.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+from gateway.operators.activity import Series
+
+WIDTH, HEIGHT = 640, 190
+LEFT, RIGHT, TOP, BOTTOM = 48, 10, 10, 22  # the plot's margins: y labels left, x labels below
+PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+X_LABEL_EVERY = 10  # minutes between time labels
+
+
+@dataclass(frozen=True)
+class Scale:
+    top: float  # the value at the top of the plot
+    step: float  # between grid lines
+
+    def y(self, value: float) -> float:
+        return TOP + PLOT_H - PLOT_H * value / self.top
+
+
+def nice_scale(highest: float, *, lines: int = 4) -> Scale:
+    """A top of 1, 2 or 5 times a power of ten, in at most ``lines`` steps, at or above ``highest``."""
+    if highest <= 0:
+        return Scale(1.0, 0.25)
+    raw = highest / lines
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return Scale(step * math.ceil(highest / step - 1e-9), step)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if value < 10_000 else f"{value / 1000:g}k"
+
+
+def _frame(chart_id: str, title: str, scale: Scale, labels: Sequence[str], unit: str) -> list[str]:
+    parts = [
+        f'<svg id="{escape(chart_id)}" class="chart" xmlns="http://www.w3.org/2000/svg" role="img" '
+        f'width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" aria-label="{escape(title)}">'
+        f"<title>{escape(title)}</title>"
+    ]
+    ticks = round(scale.top / scale.step)
+    for k in range(ticks + 1):
+        value = scale.step * k
+        y = round(scale.y(value), 2)
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y}" y2="{y}" stroke="#e3e3e3"/>'
+            f'<text x="{LEFT - 4}" y="{y + 4}" text-anchor="end" font-size="11" fill="#555">'
+            f"{escape(_number(value))}{escape(unit)}</text>"
+        )
+    slot = PLOT_W / max(len(labels), 1)
+    for i, label in enumerate(labels):
+        if label and (i % X_LABEL_EVERY == 0 or i == len(labels) - 1):
+            x = round(LEFT + slot * (i + 0.5), 2)
+            parts.append(
+                f'<text x="{x}" y="{HEIGHT - 6}" text-anchor="middle" font-size="11" fill="#555">'
+                f"{escape(label)}</text>"
+            )
+    bottom = TOP + PLOT_H
+    parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{bottom}" y2="{bottom}" stroke="#999"/>')
+    return parts
+
+
+def _empty(parts: list[str], note: str) -> None:
+    parts.append(
+        f'<text class="empty" x="{LEFT + PLOT_W / 2}" y="{TOP + PLOT_H / 2}" text-anchor="middle" '
+        f'font-size="13" fill="#888">{escape(note)}</text>'
+    )
+
+
+def legend(series: Sequence[Series], colors: dict[str, str], names: dict[str, str] | None = None) -> str:
+    """The colours and names as HTML, under the chart (wraps with the page, unlike SVG text)."""
+    names = names or {}
+    items = "".join(
+        f'<span class="key"><svg width="10" height="10" aria-hidden="true"><rect width="10" height="10" '
+        f'fill="{escape(colors.get(s.name, "#888"))}"/></svg>{escape(names.get(s.name, s.name))}</span>'
+        for s in series
+    )
+    return f'<div class="legend">{items}</div>'
+
+
+def stacked_bars(
+    chart_id: str,
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    colors: dict[str, str],
+    *,
+    empty: str = "nothing in the last hour",
+) -> str:
+    """One bar per label, its series stacked in order; a zero draws nothing."""
+    totals = [sum(s.values[i] or 0.0 for s in series) for i in range(len(labels))]
+    scale = nice_scale(max(totals, default=0.0))
+    parts = _frame(chart_id, title, scale, labels, "")
+    slot = PLOT_W / max(len(labels), 1)
+    width = round(slot * 0.8, 2)
+    for i, label in enumerate(labels):
+        base = 0.0
+        x = round(LEFT + slot * i + slot * 0.1, 2)
+        for s in series:
+            value = s.values[i] or 0.0
+            if value <= 0:
+                continue
+            top, bottom = scale.y(base + value), scale.y(base)
+            base += value
+            color = escape(colors.get(s.name, "#888"))
+            parts.append(
+                f'<rect class="bar" data-series="{escape(s.name)}" x="{x}" y="{round(top, 2)}" '
+                f'width="{width}" height="{round(bottom - top, 2)}" fill="{color}">'
+                f"<title>{escape(label)} {escape(s.name)}: {escape(_number(value))}</title></rect>"
+            )
+    if not any(totals):
+        _empty(parts, empty)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def line_chart(
+    chart_id: str,
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    colors: dict[str, str],
+    *,
+    unit: str = "",
+    empty: str = "nothing in the last hour",
+) -> str:
+    """One line per series through the middle of each label's slot; a None breaks the line, and
+    each value is also a dot, so that a lone minute shows."""
+    values = [v for s in series for v in s.values if v is not None]
+    scale = nice_scale(max(values, default=0.0))
+    parts = _frame(chart_id, title, scale, labels, unit)
+    slot = PLOT_W / max(len(labels), 1)
+    for s in series:
+        color = escape(colors.get(s.name, "#888"))
+        path: list[str] = []
+        dots: list[str] = []
+        pen_up = True
+        for i, value in enumerate(s.values):
+            if value is None:
+                pen_up = True
+                continue
+            x, y = round(LEFT + slot * (i + 0.5), 2), round(scale.y(value), 2)
+            path.append(f"{'M' if pen_up else 'L'}{x} {y}")
+            pen_up = False
+            dots.append(
+                f'<circle class="dot" cx="{x}" cy="{y}" r="2.2" fill="{color}">'
+                f"<title>{escape(labels[i])} {escape(s.name)}: {escape(_number(value))}{escape(unit)}</title>"
+                "</circle>"
+            )
+        if path:
+            parts.append(
+                f'<path class="line" data-series="{escape(s.name)}" d="{" ".join(path)}" fill="none" '
+                f'stroke="{color}" stroke-width="2"/>'
+            )
+        parts.extend(dots)
+    if not values:
+        _empty(parts, empty)
+    parts.append("</svg>")
+    return "".join(parts)
