@@ -18,7 +18,7 @@ from gateway.exchange.deadlines import WARN_BEFORE, flag_kind
 from gateway.exchange.mailbox import STATUS_MEANING
 from gateway.exchange.ports import AtRisk, DocumentRecord
 from gateway.operators.activity import LastHour, last_hour
-from gateway.operators.charts import legend, line_chart, stacked_bars
+from gateway.operators.charts import in_duration_unit, legend, line_chart, stacked_bars
 from gateway.operators.metrics import CertExpiry
 from gateway.operators.readmodel import Activity, DocumentSummary, Failing, MinuteCount
 from gateway.operators.timeline import LEVEL_NAMES, PRIORITY_NAMES, Timeline, detail_text, local, seconds
@@ -126,6 +126,7 @@ def _doc_link(doc_id: str) -> str:
 def overview(o: Overview) -> str:
     hour = last_hour(o.activity, o.per_minute, now=o.now)
     labels = [local(m)[11:16] for m in hour.minutes]
+    latency, latency_text = in_duration_unit(hour.latency)
     body = (
         f'<h1>Overview <span class="muted">{escape(local(o.now))} (Asia/Ho_Chi_Minh), refreshes every '
         f"15 s</span></h1>{_attention(o)}{_totals(hour)}"
@@ -149,14 +150,15 @@ def overview(o: Overview) -> str:
             "Delivery latency",
             "from acceptance to the recipient's inbox (or its network's node), p50 and p95 of the "
             "deliveries in each minute",
-            line_chart("chart-latency", "Delivery latency (seconds)", labels, hour.latency, LATENCY_COLORS,
-                       unit="s", empty="no delivery in the last hour"),
+            line_chart("chart-latency", "Delivery latency", labels, latency, LATENCY_COLORS,
+                       text=latency_text, empty="no delivery in the last hour"),
             legend(hour.latency, LATENCY_COLORS),
         )
         + _figure(
             "Queue depth",
             "routes waiting to be carried at the end of each minute, by target network",
-            line_chart("chart-queue", "Queue depth (routes waiting)", labels, hour.queue, NETWORK_COLORS),
+            line_chart("chart-queue", "Queue depth (routes waiting)", labels, hour.queue, NETWORK_COLORS,
+                       whole=True, dots=False),
             legend(hour.queue, NETWORK_COLORS),
         )
         + "</div>"
@@ -205,14 +207,14 @@ def _attention(o: Overview) -> str:
         (
             "failing",
             f'<span id="failing-count">{len(o.failing)}{"+" if len(o.failing) >= FAILING_READ else ""}</span>'
-            " failing deliveries",
+            f" failing {_plural(len(o.failing), 'delivery', 'deliveries')}",
             _table(["document", "what", "network", "recipient", "attempts", "reason"], failing_rows,
                    numeric={"attempts"}),
             '<a href="/console/search?state=failed">all failed deliveries →</a>' if failing_more else "",
         ),
         (
             "deadlines",
-            f'<span id="at-risk">{len(o.at_risk)}</span> deadlines at risk '
+            f'<span id="at-risk">{len(o.at_risk)}</span> {_plural(len(o.at_risk), "deadline")} at risk '
             f'<span class="muted">(due within {WARN_BEFORE.total_seconds() / 3600:g} h or overdue, not yet '
             "fetched or answered 03)</span>",
             _table(["document", "recipient", "network", "due", "state", "waiting for"], risk_rows),
@@ -220,7 +222,8 @@ def _attention(o: Overview) -> str:
         ),
         (
             "certificates",
-            f'<span id="expiring-count">{len(expiring)}</span> certificates expiring within 30 days',
+            f'<span id="expiring-count">{len(expiring)}</span> {_plural(len(expiring), "certificate")}'
+            " expiring within 30 days",
             _table(["owner", "role", "expires", "days left"], cert_rows, numeric={"days left"}),
             "all of them: <code>gateway certs check</code>" if len(expiring) > ATTENTION_SHOWN else "",
         ),
@@ -239,6 +242,10 @@ def _attention(o: Overview) -> str:
     return (
         f'<section id="attention" class="attention {state}-edge"><h2>{title}</h2>{"".join(parts)}</section>'
     )
+
+
+def _plural(count: int, one: str, many: str | None = None) -> str:
+    return one if count == 1 else many or one + "s"
 
 
 def _totals(hour: LastHour) -> str:

@@ -15,7 +15,17 @@ from gateway.domain.vocabulary import Classification, DeliveryState, Network, Pr
 from gateway.exchange.ports import DeliveryRecord, DocumentRecord
 from gateway.operators import pages
 from gateway.operators.activity import Series, last_hour, percentile, window
-from gateway.operators.charts import LEFT, PLOT_H, PLOT_W, TOP, line_chart, nice_scale, stacked_bars
+from gateway.operators.charts import (
+    LEFT,
+    PLOT_H,
+    PLOT_W,
+    TOP,
+    in_duration_unit,
+    line_chart,
+    nice_scale,
+    seconds_text,
+    stacked_bars,
+)
 from gateway.operators.metrics import CertExpiry
 from gateway.operators.readmodel import (
     Activity,
@@ -46,6 +56,26 @@ def test_the_scale_ends_on_a_round_number_above_the_highest_value(
     scale = nice_scale(highest)
     assert scale.top == pytest.approx(top) and scale.step == pytest.approx(step)
     assert scale.top >= highest and scale.top / scale.step <= 4 + 1e-9
+
+
+def test_counts_step_by_whole_numbers_and_durations_read_in_their_unit() -> None:
+    assert nice_scale(2, whole=True) == nice_scale(2.0, whole=True) and nice_scale(2, whole=True).step == 1
+    assert nice_scale(0, whole=True).step == 1 and nice_scale(30, whole=True).step == 10
+    assert [seconds_text(v) for v in (0.05, 45, 90, 10200)] == ["0.05 s", "45 s", "1.5 min", "2.83 h"]
+    scaled, text = in_duration_unit([Series("p95", (30.0, None, 1500.0))])
+    assert scaled[0].values == (0.5, None, 25.0) and text(25) == "25 min"
+    assert in_duration_unit([Series("p50", (None, 2.5))])[1](2.5) == "2.5 s"
+    root = svg(line_chart("l", "t", ["a", "b", "c"], scaled, {}, text=text))
+    assert [t.text for t in root.findall(f"{SVG}text")][:4] == ["0 min", "10 min", "20 min", "30 min"]
+
+
+def test_a_queue_line_without_dots_is_one_path() -> None:
+    root = svg(
+        line_chart("q", "Queue", ["a", "b", "c"], [Series("party", (0, 3, 1))], {}, whole=True, dots=False)
+    )
+    assert root.findall(f"{SVG}circle") == [] and len(root.findall(f"{SVG}path")) == 1
+    grid = [t.text for t in root.findall(f"{SVG}text")][:4]
+    assert grid == ["0", "1", "2", "3"]
 
 
 def test_stacked_bars_draw_each_nonzero_value_with_its_height() -> None:
@@ -82,12 +112,14 @@ def test_an_empty_bar_chart_says_so_and_draws_no_bar() -> None:
 
 def test_a_line_breaks_where_a_minute_has_no_value_and_every_value_is_a_dot() -> None:
     labels = [f"10:0{i}" for i in range(5)]
-    root = svg(line_chart("l", "Latency", labels, [Series("p50", (1, None, 2, 4, None))], {}, unit="s"))
+    root = svg(
+        line_chart("l", "Latency", labels, [Series("p50", (1, None, 2, 4, None))], {}, text=seconds_text)
+    )
     (path,) = root.findall(f"{SVG}path")
     d = path.get("d", "")
     assert d.count("M") == 2 and d.count("L") == 1  # 1 | 2 → 4
     dots = root.findall(f"{SVG}circle")
-    assert [c.findtext(f"{SVG}title") for c in dots] == ["10:00 p50: 1s", "10:02 p50: 2s", "10:03 p50: 4s"]
+    assert [c.findtext(f"{SVG}title") for c in dots] == ["10:00 p50: 1 s", "10:02 p50: 2 s", "10:03 p50: 4 s"]
     cy = [float(c.get("cy", "")) for c in dots]
     assert cy[2] == pytest.approx(TOP) and cy[0] == pytest.approx(TOP + PLOT_H * 3 / 4)  # the top is 4
 
