@@ -90,9 +90,11 @@ async def test_activity_reads_routes_finished_deliveries_and_the_queue(store: Sq
     accepted = await oversight.accepted_per_minute(since=since)
     hour = last_hour(activity, accepted, now=NOW)
     # The queue route by route: waiting from its acceptance until it left (or still).
-    lives = {"party": [(ago(180), ago(10)), (ago(50), ago(45)), (ago(20), ago(19.5)), (ago(8), ago(7)),
-                       (ago(5), None)],
-             "government": [(ago(50), ago(45))]}  # fmt: skip
+    party = [(ago(180), ago(10)), (ago(50), ago(45)), (ago(20), ago(19.5)), (ago(8), ago(7)), (ago(5), None)]
+    lives: dict[str, list[tuple[datetime, datetime | None]]] = {
+        "party": party,
+        "government": [(ago(50), ago(45))],
+    }
     for series in hour.queue:
         for start, depth in zip(hour.minutes, series.values, strict=True):
             end = min(start + timedelta(minutes=1), NOW)
