@@ -123,3 +123,20 @@ async def test_recent_documents_are_the_newest_of_any_kind_with_their_deliveries
     assert [s.document.id for s in recent] == [last.id, answer.id]
     assert [s.document.kind for s in recent] == ["edoc", "status"]
     assert sorted(d.network.value for d in recent[0].deliveries) == ["government", "party"]
+
+
+async def test_a_log_too_long_for_one_read_is_said_to_be_cut(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.infra.sql import reads
+
+    docs = [document(G22, (route(Network.PARTY, A01),), at=ago(30 - i)) for i in range(3)]
+    for d in docs:
+        await store.accept(d)
+        await carry(store, d.id, d.accepted_at + timedelta(seconds=20))
+    oversight = SqlOversight(store.database)
+    assert (await oversight.activity(since=window(NOW)[0])).complete
+    monkeypatch.setattr(reads, "_CHART_EVENTS", 3)  # the last document's accepted, sealed, delivered
+    cut = await oversight.activity(since=window(NOW)[0])
+    assert not cut.complete and [f.document for f in cut.finished] == [docs[-1].id]
+    assert len(cut.routes) == 3  # the routes are not read from the log: all of them
