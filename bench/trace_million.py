@@ -189,6 +189,8 @@ async def store_figures(url: str, ids: list[str], doc_ids: list[str], now: datet
             ("overview: documents per minute (1 h)", lambda: oversight.accepted_per_minute(since=hour_ago)),
             ("overview: queue depths", oversight.queue_depths),
             ("overview: failing deliveries", lambda: oversight.failing(limit=20)),
+            ("overview: charts' activity (1 h)", lambda: oversight.activity(since=hour_ago)),
+            ("overview: recent documents", lambda: oversight.recent_documents(limit=15)),
         ):  # fmt: skip
             runs = []
             for _ in range(10):
@@ -210,6 +212,12 @@ def plans(path: Path) -> None:
         "WHERE v.recipient = 'x' AND d.kind = 'edoc' ORDER BY v.document DESC LIMIT 50",
         "time range": "SELECT id FROM documents WHERE accepted_at >= 'a' AND accepted_at < 'b' "
         "ORDER BY accepted_at DESC LIMIT 50",
+        "charts' routes": "SELECT r.network, count(*) FROM routes r JOIN documents d ON d.id = r.document "
+        "WHERE r.document IN (SELECT id FROM documents WHERE accepted_at >= 'a') AND d.accepted_at >= 'a' "
+        "GROUP BY r.network",
+        "charts' deliveries": "SELECT e.at, d.accepted_at FROM events e LEFT JOIN documents d ON d.id = "
+        "e.document WHERE e.seq >= 5 AND e.kind IN ('delivered', 'failed') AND e.at >= 'a'",
+        "recent documents": "SELECT id FROM documents ORDER BY id DESC LIMIT 15",
     }  # fmt: skip
     for name, sql in queries.items():
         plan = "; ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql))

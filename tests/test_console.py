@@ -18,18 +18,23 @@ import subprocess
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, load_pem_private_key, pkcs12
 from cryptography.x509.oid import NameOID
 
+from gateway.agency_side.packages import sign_package
 from gateway.crypto.pki import Role
+from gateway.domain.edxml import NewEdoc, Organ, build_edoc
+from gateway.domain.vocabulary import Priority
+from gateway.exchange.deadlines import VIETNAM
 from gateway.infra.files.pki_dir import agency_paths
 from gateway.operators.readmodel import Search
 from gateway.runtime.config import Config
 from gateway.runtime.node import Node
-from tests.conftest import A01, G22, make_package, wait_delivered
+from tests.conftest import A01, G22, H41, I01, make_package, wait_delivered
 from tests.oversight_helpers import operator, operator_session, settle
 
 TOOLS = {
@@ -38,11 +43,35 @@ TOOLS = {
     "certutil": "libnss3-tools",
     "pk12util": "libnss3-tools",
 }
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+CHARTS = ("chart-target", "chart-priority", "chart-latency", "chart-queue")
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--window-size=1400,1000",
 )  # fmt: skip
+
+
+async def more_traffic(node: Node, config: Config, agency) -> None:
+    """Two more documents: a Hỏa tốc one to two networks due in 30 minutes (at risk until fetched
+    and answered), and a Khẩn one within the government network."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    due = (now + timedelta(minutes=30)).astimezone(VIETNAM).strftime("%Y/%m/%d %H:%M:%S")
+    urgent = NewEdoc(
+        sender=Organ(G22), recipients=[Organ(A01), Organ(I01)], document_id=f"{G22},2026/12/01,HT/CONSOLE",
+        subject="Công điện hỏa tốc", priority=Priority.HOA_TOC, due=due,
+    )  # fmt: skip
+    for sender, package in (
+        (G22, sign_package(config.certs, G22, build_edoc(urgent, now=now))),
+        (H41, make_package(config, H41, [G22], subject="Báo cáo khẩn", priority=Priority.KHAN)),
+    ):
+        status, body = await agency(sender).send(package)
+        assert status == 202, body
+        await wait_delivered(node, body["id"])
+    await settle(node)
 
 
 async def sent_and_delivered(node: Node, config: Config, agency) -> str:
@@ -65,8 +94,8 @@ async def test_console_pages_over_http(node: Node, config: Config, agency) -> No
     async with operator_session(config, operator(config)) as session:
         async with session.get(base + "/console") as reply:
             page = await reply.text()
-            assert reply.status == 200 and "Documents per minute by network" in page
-            assert reply.headers["Content-Security-Policy"].startswith("default-src 'none'")
+            assert reply.status == 200 and "Documents per minute by target network" in page
+            assert reply.headers["Content-Security-Policy"] == CSP  # the charts need nothing looser
             assert '<span id="accepted-hour">1</span>' in page and "OPERATOR.ALICE" in page
         async with session.get(base + f"/console/search?q={doc_id}", allow_redirects=False) as reply:
             assert reply.status == 302 and reply.headers["Location"] == f"/console/documents/{doc_id}"
@@ -180,6 +209,7 @@ async def test_operator_console_in_headless_chromium(
 ) -> None:
     tools = _tools()
     doc_id = await sent_and_delivered(node, config, agency)
+    await more_traffic(node, config, agency)
     record = await node.store.document(doc_id)
     assert record is not None and record.document_id is not None
     document_id = record.document_id
@@ -199,9 +229,13 @@ async def test_operator_console_in_headless_chromium(
             d = browser.driver
             d.get(origin + "/console")
             assert d.title.startswith("Overview"), d.page_source[:500]
-            assert d.find_element(By.ID, "accepted-hour").text == "1"
+            assert d.find_element(By.ID, "accepted-hour").text == "3"
             assert "OPERATOR.ALICE" in d.page_source
             d.save_screenshot(str(tmp_path / "overview.png"))
+            charts_render(d)
+            d.set_window_size(1400, 2400)  # the whole overview, for a person to look at
+            d.save_screenshot(str(tmp_path / "overview-full.png"))
+            d.set_window_size(1400, 1000)
 
             d.find_element(By.LINK_TEXT, "Search").click()
             d.find_element(By.ID, "q").send_keys(document_id)
@@ -218,6 +252,36 @@ async def test_operator_console_in_headless_chromium(
             d.save_screenshot(str(tmp_path / "timeline.png"))
         finally:
             browser.quit()
+
+    def charts_render(d: Any) -> None:
+        """Laid out by the browser under the page's CSP: each chart has a size, its marks too."""
+        from selenium.webdriver.common.by import By
+
+        viewport = d.execute_script("return [window.innerWidth, window.innerHeight]")
+        assert viewport[0] >= 1300 and viewport[1] >= 850, viewport  # the 1400x1000 window
+        attention = d.find_element(By.ID, "attention")
+        assert attention.rect["y"] + attention.rect["height"] <= viewport[1], attention.rect  # above the fold
+        assert d.find_element(By.ID, "at-risk").text == "2"  # the Hỏa tốc one's two recipients
+        for chart in CHARTS:
+            box = d.find_element(By.ID, chart).rect
+            assert box["width"] >= 500 and box["height"] >= 150, (chart, box)
+            assert attention.rect["y"] < box["y"]
+        bars = d.find_elements(By.CSS_SELECTOR, "#chart-target rect.bar")
+        assert {b.get_attribute("data-series") for b in bars} == {"government", "party", "front"}
+        assert all(b.rect["height"] > 0 and b.rect["width"] > 0 for b in bars)
+        priorities = d.find_elements(By.CSS_SELECTOR, "#chart-priority rect.bar")
+        assert {b.get_attribute("data-series") for b in priorities} == {"0", "1", "3"}
+        dots = d.find_elements(By.CSS_SELECTOR, "#chart-latency circle.dot")
+        assert dots and all(c.rect["width"] > 0 for c in dots)
+        assert d.find_elements(By.CSS_SELECTOR, "#chart-queue path.line")
+        recent = d.find_element(By.ID, "recent").text
+        assert (
+            "Công điện hỏa tốc" not in recent
+            and "3 Hỏa tốc" in recent
+            and "government → front, party" in recent
+        )
+        for th in d.find_elements(By.CSS_SELECTOR, "#totals th.n"):
+            assert th.value_of_css_property("text-align") == "right"
 
     def agency_visits() -> None:
         crt, key = agency_paths(config.certs, A01, Role.TLS)
@@ -243,7 +307,7 @@ async def test_operator_console_in_headless_chromium(
     await asyncio.to_thread(stranger_visits)
     screenshots = os.environ.get("CONSOLE_SCREENSHOTS")
     if screenshots:  # for a person to look at
-        for name in ("overview.png", "timeline.png"):
+        for name in ("overview.png", "overview-full.png", "timeline.png"):
             shutil.copy(tmp_path / name, Path(screenshots) / name)
 
 

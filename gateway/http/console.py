@@ -16,7 +16,7 @@ import secrets
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -32,6 +32,7 @@ from gateway.errors import BadRequest, ClientError, ConfigError, ConsoleRefused,
 from gateway.exchange.deadlines import WARN_BEFORE, flag_kind
 from gateway.infra.files.pki_dir import load_key_pair
 from gateway.operators import pages as html
+from gateway.operators.activity import window
 from gateway.operators.metrics import CertExpiry, EventFeed, Metrics, certificate_expiries
 from gateway.operators.readmodel import Oversight, Search
 from gateway.operators.timeline import build_timeline, parse_moment
@@ -178,11 +179,13 @@ class Console:
         now = self._clock.now()
         head = await self._oversight.last_audit_head()
         last_seq = await self._oversight.last_seq()
+        since = window(now)[0]
         view = html.Overview(
             now=now,
-            per_minute=await self._oversight.accepted_per_minute(since=now - timedelta(hours=1)),
-            queue=await self._oversight.queue_depths(),
-            failing=await self._oversight.failing(limit=20),
+            per_minute=await self._oversight.accepted_per_minute(since=since),
+            activity=await self._oversight.activity(since=since),
+            recent=await self._oversight.recent_documents(limit=html.RECENT_SHOWN),
+            failing=await self._oversight.failing(limit=html.FAILING_READ),
             at_risk=await self._oversight.at_risk(until=now + WARN_BEFORE),
             certificates=await self._certificates(now),
             last_head=head,

@@ -68,6 +68,41 @@ class MinuteCount:
 
 
 @dataclass(frozen=True)
+class RouteMinute:
+    """Routes made in one minute (a document to two networks makes one on each)."""
+
+    minute: datetime  # UTC, start of the minute the document was accepted here
+    network: str  # the target network
+    priority: int
+    kind: str  # edoc | status
+    count: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A delivery that left the queue: into an inbox, handed to a peer node, or given up on."""
+
+    at: datetime
+    document: str
+    network: str  # the target network (the recipient's)
+    kind: str  # delivered | forwarded | failed | quarantined
+    document_kind: str | None  # edoc | status
+    accepted_at: datetime | None  # of the document, here
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the overview's charts are drawn from: the routes made since ``since``, the deliveries
+    that left the queue since then (from the delivery log), and the queue as it is now."""
+
+    since: datetime
+    routes: list[RouteMinute]
+    finished: list[Finished]
+    pending: list[QueueDepth]
+    complete: bool  # False: the log had more records than one read takes; the oldest were left out
+
+
+@dataclass(frozen=True)
 class QueueDepth:
     network: str  # the target network of the pending routes
     priority: int
@@ -114,6 +149,14 @@ class Oversight(AuditLog, Protocol):
     async def accepted_per_minute(self, *, since: datetime) -> list[MinuteCount]: ...
 
     async def queue_depths(self) -> list[QueueDepth]: ...
+
+    async def activity(self, *, since: datetime) -> Activity:
+        """Routes made, deliveries finished and the queue now: the charts of the overview."""
+        ...
+
+    async def recent_documents(self, *, limit: int) -> list[DocumentSummary]:
+        """The newest documents of any kind (edoc and status packages), newest first."""
+        ...
 
     async def failing(self, *, limit: int) -> list[Failing]: ...
 

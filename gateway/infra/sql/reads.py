@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,11 +25,14 @@ from gateway.infra.sql.engine import Database
 from gateway.infra.sql.rows import DOC_COLUMNS, D, E, R, V, delivery_record, document_record, event_record
 from gateway.infra.sql.tables import AuditHeadRow
 from gateway.operators.readmodel import (
+    Activity,
     DocumentSummary,
     Failing,
     FeedEvent,
+    Finished,
     MinuteCount,
     QueueDepth,
+    RouteMinute,
     RouteState,
     Search,
     TraceParts,
@@ -38,6 +42,10 @@ log = logging.getLogger(__name__)
 H = AuditHeadRow.__table__  # type: ignore[attr-defined]
 _AT_TEXT = type_coerce(E.c.at, String).label("at_text")  # exactly the stored (hashed) text
 _RECENT_EVENTS = 50_000  # how far back the overview looks for recipients' failures
+# The charts read at most this many records of the log (an hour of a busy node); older are left out.
+_CHART_EVENTS = 200_000
+# Records that take a delivery out of the queue (a route's deliveries: one record per recipient).
+_FINISHING = ("delivered", "forwarded", "failed", "quarantined")
 # Delivery states that routes carry too (pending; failed and quarantined routes fail their deliveries).
 _ROUTE_STATES = {"pending", "failed", "quarantined"}
 
@@ -151,16 +159,7 @@ class SqlOversight:
     # --- searches ------------------------------------------------------------------------------
 
     async def search_documents(self, search: Search) -> list[DocumentSummary]:
-        def op(conn: Connection) -> list[DocumentSummary]:
-            rows = _find(conn, search)
-            ids = [r.id for r in rows]
-            by_doc: dict[str, list[Any]] = {i: [] for i in ids}
-            if ids:
-                for d in conn.execute(select(V).where(V.c.document.in_(ids)).order_by(V.c.id)):
-                    by_doc[d.document].append(delivery_record(d))
-            return [DocumentSummary(document_record(r), tuple(by_doc[r.id])) for r in rows]
-
-        return await self._db.read(op)
+        return await self._db.read(lambda conn: _with_deliveries(conn, _find(conn, search)))
 
     # --- overview and metrics ------------------------------------------------------------------
 
@@ -183,13 +182,50 @@ class SqlOversight:
         return await self._db.read(op)
 
     async def queue_depths(self) -> list[QueueDepth]:
-        def op(conn: Connection) -> list[QueueDepth]:
-            rows = conn.execute(
-                select(R.c.network, R.c.priority, func.count().label("n"))
-                .where(R.c.state == "pending")
-                .group_by(R.c.network, R.c.priority)
+        return await self._db.read(_queue)
+
+    async def activity(self, *, since: datetime) -> Activity:
+        minute = func.substr(type_coerce(D.c.accepted_at, String), 1, 16).label("minute")
+
+        def op(conn: Connection) -> Activity:
+            # Documents by acceptance time (its index), their routes by document (the unique key).
+            # Said as IN: with a plain join SQLite's planner walks every route instead.
+            recent = select(D.c.id).where(D.c.accepted_at >= since)
+            made = conn.execute(
+                select(minute, R.c.network, R.c.priority, D.c.kind, func.count().label("n"))
+                .select_from(R.join(D, D.c.id == R.c.document))
+                .where(R.c.document.in_(recent), D.c.accepted_at >= since)
+                .group_by(minute, R.c.network, R.c.priority, D.c.kind)
             )
-            return [QueueDepth(r.network, r.priority, r.n) for r in rows]
+            routes = [
+                RouteMinute(datetime.fromisoformat(r.minute).replace(tzinfo=UTC), r.network, r.priority,
+                            r.kind, r.n)
+                for r in made
+            ]  # fmt: skip
+            # A route finishes long after its document was accepted when the queue is backed up:
+            # read what finished from the log (by seq, its primary key), not from the routes.
+            last = int(conn.execute(select(func.max(E.c.seq))).scalar() or 0)
+            first = _first_seq_from(conn, since - timedelta(minutes=2), last)
+            start = max(first, last - _CHART_EVENTS + 1)
+            rows = conn.execute(
+                select(E.c.at, E.c.kind, E.c.document, E.c.network, D.c.kind.label("doc_kind"),
+                       D.c.accepted_at.label("doc_accepted_at"))
+                .outerjoin(D, D.c.id == E.c.document)
+                .where(E.c.seq >= start, E.c.kind.in_(_FINISHING), E.c.at >= since,
+                       E.c.document.is_not(None), E.c.network.is_not(None))
+            )  # fmt: skip
+            finished = [
+                Finished(r.at, r.document, r.network, r.kind, r.doc_kind, r.doc_accepted_at) for r in rows
+            ]
+            return Activity(since, routes, finished, _queue(conn), complete=start <= first)
+
+        return await self._db.read(op)
+
+    async def recent_documents(self, *, limit: int) -> list[DocumentSummary]:
+        def op(conn: Connection) -> list[DocumentSummary]:
+            # Ids sort by acceptance: the newest are the first rows of the primary key, backwards.
+            rows = conn.execute(select(*DOC_COLUMNS).order_by(D.c.id.desc()).limit(limit)).all()
+            return _with_deliveries(conn, rows)
 
         return await self._db.read(op)
 
@@ -256,6 +292,38 @@ class SqlOversight:
             ]
 
         return await self._db.read(op)
+
+
+def _queue(conn: Connection) -> list[QueueDepth]:
+    rows = conn.execute(
+        select(R.c.network, R.c.priority, func.count().label("n"))
+        .where(R.c.state == "pending")
+        .group_by(R.c.network, R.c.priority)
+    )
+    return [QueueDepth(r.network, r.priority, r.n) for r in rows]
+
+
+def _with_deliveries(conn: Connection, rows: Sequence[Any]) -> list[DocumentSummary]:
+    ids = [r.id for r in rows]
+    by_doc: dict[str, list[Any]] = {i: [] for i in ids}
+    if ids:
+        for d in conn.execute(select(V).where(V.c.document.in_(ids)).order_by(V.c.id)):
+            by_doc[d.document].append(delivery_record(d))
+    return [DocumentSummary(document_record(r), tuple(by_doc[r.id])) for r in rows]
+
+
+def _first_seq_from(conn: Connection, moment: datetime, last: int) -> int:
+    """The first record written at or after ``moment`` (``last + 1`` if none), by bisecting seq on
+    its primary key: records are appended in time order, give or take a batch's few seconds."""
+    lo, hi = 1, last + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = conn.execute(select(E.c.seq, E.c.at).where(E.c.seq >= mid).order_by(E.c.seq).limit(1)).first()
+        if row is None or row.at >= moment:
+            hi = mid
+        else:
+            lo = row.seq + 1
+    return lo
 
 
 def _find(conn: Connection, s: Search) -> list[Any]:
