@@ -50,6 +50,11 @@ class NetworkAdapter:
     def name(self) -> str:
         return self._seal.adapter
 
+    @property
+    def seal_key(self) -> SealKey:
+        """The adapter's signing key and chain; push notifications are signed with it too."""
+        return self._seal
+
     def seal(self, routing: tr.Routing, package: bytes, hops: tuple[tr.Hop, ...] = ()) -> bytes:
         """Wrap a package for the road: routing facts, the hops so far plus ours, and our seal."""
         hop = tr.Hop(self.network, self.name, "sealed", self._clock.now(), None)
