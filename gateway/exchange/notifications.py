@@ -176,7 +176,14 @@ class Notifier:
         if released:
             log.info("resuming %d notifications left unsent by the previous run", released)
         while True:
-            if not await self.run_once():
+            try:
+                busy = await self.run_once()
+            except Exception:
+                # A store or signing failure must not end the worker: what it claimed comes back
+                # after the lease, and the next round tries again.
+                log.exception("sending notifications failed; trying again")
+                busy = False
+            if not busy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._idle)
                 self._wake.clear()
