@@ -26,6 +26,8 @@ answers with ``SignatureRejected.from_crypto`` (same status, code and message).
     │   │   └── PackageTooExpensive       400 too_expensive (over its CPU or memory budget)
     │   ├── BadRequest                    400 bad_request
     │   │   ├── DuplicateHeader           400 duplicate_header
+    │   │   ├── InvalidEndpoint           400 invalid_endpoint (a notification endpoint that is not
+    │   │   │                              an https URL the gateway can POST to)
     │   │   └── ClassificationBelowOriginal 400 classification_below_original (an update or
     │   │                                  replacement less protected than the document it changes)
     │   ├── ReceiptMismatch               400 receipt_mismatch
@@ -67,6 +69,7 @@ answers with ``SignatureRejected.from_crypto`` (same status, code and message).
     ├── StoreError                        (the database failed)
     ├── DeliveryError                     (a hop refused a sealed transfer)
     ├── PeerUnavailable                   (the peer node is down or failed: retry later)
+    ├── PushFailed                        (an agency's notification endpoint is down or refused: retry later)
     └── RemoteError                       (agency side: the gateway answered with an error)
 """
 
@@ -169,6 +172,13 @@ class DuplicateHeader(BadRequest):
     """A header the gateway acts on (``X-Classification``) came more than once: never a guess."""
 
     code = "duplicate_header"
+
+
+class InvalidEndpoint(BadRequest):
+    """A push-notification endpoint must be an absolute ``https://`` URL with a host and no
+    credentials or fragment: the gateway POSTs to it over mutual TLS, never in clear."""
+
+    code = "invalid_endpoint"
 
 
 class ReceiptMismatch(ClientError):
@@ -369,6 +379,11 @@ class DeliveryError(GatewayError):
 
 class PeerUnavailable(GatewayError):
     """The peer node could not be reached or failed (5xx): try again later."""
+
+
+class PushFailed(GatewayError):
+    """An agency's notification endpoint could not be reached, or answered other than 2xx: the
+    notification stays queued and is tried again after a back-off."""
 
 
 class RemoteError(GatewayError):

@@ -51,6 +51,11 @@ class NetworkAdapter:
     def name(self) -> str:
         return self._seal.adapter
 
+    @property
+    def seal_key(self) -> SealKey:
+        """The adapter's signing key and chain; push notifications are signed with it too."""
+        return self._seal
+
     def seal(self, routing: tr.Routing, package: tr.PackageRef, hops: tuple[tr.Hop, ...] = ()) -> bytes:
         """A header for the road: routing facts, the package's digest, the hops so far plus ours,
         and our seal."""

@@ -16,7 +16,7 @@ import base64
 import contextlib
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -138,7 +138,9 @@ class Courier:
         peers: Peers | None = None,
         give_up_after: float = 86_400.0,
         max_backoff: float = 60.0,
+        on_delivered: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_delivered = on_delivered  # the notifier: deliveries landed, maybe notifications too
         self._peers = peers
         self._give_up_after = timedelta(seconds=give_up_after)
         self._max_backoff = max_backoff
@@ -186,6 +188,7 @@ class Courier:
         done = [(job, c) for job, c in outcomes if isinstance(c, Carried) and c.forward_to is None]
         if done:
             await self._store.complete_routes(done, now=self._clock.now())
+            self._on_delivered()
         forwards = [(job, c) for job, c in outcomes if isinstance(c, Carried) and c.forward_to is not None]
         if forwards:
             await self._forward(forwards)

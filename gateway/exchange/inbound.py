@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -50,7 +51,10 @@ class Inbound:
         store: InboundStore,
         trust: Trust,
         clock: Clock,
+        *,
+        on_delivered: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_delivered = on_delivered
         self._adapter = adapter
         self._peers = peers
         self._registry = registry
@@ -122,6 +126,8 @@ class Inbound:
             due_at=routing.due_at,
         )
         created = await self._store.accept_forwarded(doc, bridged, now=now)
+        if created:
+            self._on_delivered()
         return TakenOver(doc.id, created)
 
     def _read_package(self, transfer: Transfer, package: bytes) -> tuple[str | None, str]:

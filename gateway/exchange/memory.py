@@ -30,10 +30,12 @@ from gateway.exchange.ports import (
     Carried,
     DeliveryRecord,
     DocumentRecord,
+    Endpoint,
     EventRecord,
     InboxItem,
     NewDocument,
     NewEvent,
+    NotificationJob,
     RouteJob,
 )
 from gateway.exchange.recalls import RECALL_CODES
@@ -77,6 +79,21 @@ class _Delivery:
     record: DeliveryRecord
 
 
+@dataclass
+class _Notice:
+    """A queued notification, as a row of the SQL store's ``notifications`` table."""
+
+    id: int
+    document: DocumentRecord
+    recipient: str
+    network: Network
+    created_at: datetime
+    next_attempt_at: datetime
+    attempts: int = 0
+    claimed_by: str | None = None
+    last_error: str | None = None
+
+
 @dataclass(frozen=True)
 class _Event:
     seq: int
@@ -106,6 +123,9 @@ class MemoryStore:
         self._deliveries_of: dict[str, list[int]] = {}
         self._events: list[_Event] = []
         self._ids = itertools.count(1)  # route and delivery ids, increasing as SQL keys do
+        self._endpoints: dict[str, Endpoint] = {}
+        self._notices: dict[int, _Notice] = {}
+        self._noticed: set[tuple[str, str]] = set()  # (document, recipient): one notification each
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -160,6 +180,8 @@ class MemoryStore:
                 route.carried_by, route.claimed_by, route.claimed_until = route.claimed_by, None, None
                 state = DeliveryState.FORWARDED if carried.forward_to else DeliveryState.DELIVERED
                 moved = self._move(self._of_route(route.id), state, delivered_at=now)
+                if state is DeliveryState.DELIVERED:
+                    self._queue_notices(self._documents[route.document].record, moved, now)
                 self._append(events)
                 self._append(
                     self._prepare(
@@ -233,6 +255,7 @@ class MemoryStore:
             delivered = self._move(
                 self._of_document(doc.id), DeliveryState.DELIVERED, delivered_at=now, every=True
             )
+            self._queue_notices(self._documents[doc.id].record, delivered, now)
             self._append(
                 self._prepare(
                     NewEvent("delivered", now, doc.id, d.recipient, d.network.value) for d in delivered
@@ -276,6 +299,73 @@ class MemoryStore:
     async def add_events(self, events: Sequence[NewEvent]) -> None:
         async with self._lock:
             self._append(self._prepare(events))
+
+    async def set_endpoint(self, agency: str, url: str, *, now: datetime) -> Endpoint:
+        async with self._lock:
+            endpoint = self._endpoints[agency] = Endpoint(agency, url, _utc(now))
+            return endpoint
+
+    async def endpoint(self, agency: str) -> Endpoint | None:
+        return self._endpoints.get(agency)
+
+    async def remove_endpoint(self, agency: str) -> int | None:
+        async with self._lock:
+            if self._endpoints.pop(agency, None) is None:
+                return None
+            mine = [n for n in self._notices.values() if n.recipient == agency]
+            for notice in mine:
+                del self._notices[notice.id]
+            return len(mine)
+
+    async def claim_notifications(
+        self, *, node: str, limit: int, now: datetime, lease_seconds: float, exclude: Collection[str] = ()
+    ) -> list[NotificationJob]:
+        now = _utc(now)
+        held = now + timedelta(seconds=lease_seconds)
+        async with self._lock:
+            due = [
+                n for n in self._notices.values() if n.next_attempt_at <= now and n.recipient not in exclude
+            ]
+            due.sort(key=lambda n: (-int(n.document.priority), n.id))
+            jobs = []
+            for notice in due[: max(limit, 0)]:
+                jobs.append(self._notice_job(notice))
+                notice.claimed_by, notice.next_attempt_at = node, held
+            return jobs
+
+    async def finish_notification(self, job: NotificationJob, *, events: Sequence[NewEvent]) -> None:
+        async with self._lock:
+            prepared = self._prepare(events)
+            self._notices.pop(job.id, None)
+            self._append(prepared)
+
+    async def retry_notification(
+        self,
+        job: NotificationJob,
+        *,
+        not_before: datetime,
+        reason: str,
+        attempted: bool,
+        events: Sequence[NewEvent] = (),
+    ) -> None:
+        not_before = _utc(not_before)
+        async with self._lock:
+            prepared = self._prepare(events)
+            notice = self._notices.get(job.id)
+            if notice is not None:
+                notice.next_attempt_at, notice.claimed_by, notice.last_error = not_before, None, reason
+                notice.attempts += 1 if attempted else 0
+            self._append(prepared)
+
+    async def release_notifications(self, *, node: str) -> int:
+        async with self._lock:
+            held = [n for n in self._notices.values() if n.claimed_by == node]
+            for notice in held:
+                notice.claimed_by, notice.next_attempt_at = None, notice.created_at
+            return len(held)
+
+    async def queued_notifications(self) -> int:
+        return len(self._notices)
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -384,6 +474,31 @@ class MemoryStore:
         """Nothing to release: the state goes with the object."""
 
     # --- one transaction's parts ---------------------------------------------------------------
+
+    def _queue_notices(self, doc: DocumentRecord, delivered: Iterable[DeliveryRecord], now: datetime) -> None:
+        """A notification for each of ``delivered`` whose recipient has an endpoint, once."""
+        for d in delivered:
+            if d.recipient in self._endpoints and (doc.id, d.recipient) not in self._noticed:
+                self._noticed.add((doc.id, d.recipient))
+                notice = _Notice(next(self._ids), doc, d.recipient, d.network, now, now)
+                self._notices[notice.id] = notice
+
+    def _notice_job(self, notice: _Notice) -> NotificationJob:
+        doc = notice.document
+        return NotificationJob(
+            id=notice.id,
+            document=doc.id,
+            recipient=notice.recipient,
+            network=notice.network,
+            kind=doc.kind,
+            status_code=doc.status_code,
+            response_for=doc.response_for,
+            sender=doc.sender,
+            priority=doc.priority,
+            created_at=notice.created_at,
+            attempts=notice.attempts,
+            url=self._endpoints[notice.recipient].url,
+        )
 
     def _checked(self, doc: NewDocument) -> NewDocument:
         """``doc`` with its times in UTC, or StoreError where the SQL store's constraints refuse it."""

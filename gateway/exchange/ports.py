@@ -1,7 +1,7 @@
 """The storage ports the use cases receive through their constructors, and the records that cross it.
 
 ``Store`` is the whole port, split by who uses it (``IntakeStore``, ``CourierStore``,
-``MailboxStore``, ``InboundStore``, ``DeadlineStore``, ``QueueControl``).
+``MailboxStore``, ``InboundStore``, ``DeadlineStore``, ``NotificationStore``, ``QueueControl``).
 ``gateway.infra.sql.store.SqlStore`` implements it on SQLite or PostgreSQL, and
 ``gateway.exchange.memory.MemoryStore`` in memory; the trust port is
 ``gateway.adapters.ports.Trust`` and the clock ``gateway.domain.clock.Clock``.
@@ -160,6 +160,34 @@ class AtRisk:
     flagged: frozenset[str]  # deadline kinds already in the trace for this recipient
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an agency wants to hear that something landed in its inbox (push notifications)."""
+
+    agency: str
+    url: str
+    registered_at: datetime
+
+
+@dataclass(frozen=True)
+class NotificationJob:
+    """One queued notification: a delivery landed in the inbox of ``recipient``, which has an
+    endpoint. Routing metadata only, never a subject or content."""
+
+    id: int
+    document: str
+    recipient: str
+    network: Network
+    kind: str  # the document's: edoc | status
+    status_code: str | None
+    response_for: str | None
+    sender: str
+    priority: Priority
+    created_at: datetime  # when the delivery landed
+    attempts: int  # tries made before this claim
+    url: str  # the recipient's endpoint now
+
+
 class Peers(Protocol):
     """The nodes of other networks that this node hands sealed transfers to."""
 
@@ -221,7 +249,8 @@ class CourierStore(Protocol):
         ...
 
     async def complete_routes(self, done: Sequence[tuple[RouteJob, Carried]], *, now: datetime) -> None:
-        """Deliver carried routes into inboxes (exactly once) and record their events."""
+        """Deliver carried routes into inboxes (exactly once) and record their events; in the same
+        transaction, queue a notification for each recipient that has an endpoint."""
         ...
 
     async def defer_route(self, job: RouteJob, *, reason: str, not_before: datetime, now: datetime) -> None:
@@ -287,7 +316,8 @@ class InboundStore(DeliveryLog, Protocol):
 
     async def accept_forwarded(self, doc: NewDocument, sealed: bytes, *, now: datetime) -> bool:
         """Store a document taken over from a peer node, already sealed for this network and in
-        its recipients' inboxes. False if it was taken over before."""
+        its recipients' inboxes (queueing their notifications, as ``complete_routes`` does). False
+        if it was taken over before."""
         ...
 
 
@@ -297,6 +327,52 @@ class DeadlineStore(DeliveryLog, Protocol):
     async def deadlines_at_risk(self, *, until: datetime) -> list[AtRisk]:
         """Deliveries of documents due by ``until`` whose recipient has not answered, soonest first."""
         ...
+
+
+class NotificationStore(DeliveryLog, Protocol):
+    """What push notifications need: the agencies' endpoints, and the queue of notifications
+    that ``complete_routes`` and ``accept_forwarded`` fill, durable until each is settled."""
+
+    async def set_endpoint(self, agency: str, url: str, *, now: datetime) -> Endpoint:
+        """Register (or replace) ``agency``'s endpoint; later notifications go there."""
+        ...
+
+    async def endpoint(self, agency: str) -> Endpoint | None: ...
+
+    async def remove_endpoint(self, agency: str) -> int | None:
+        """Forget ``agency``'s endpoint and drop its queued notifications (pull still finds every
+        document); returns how many were dropped, or None if it had no endpoint."""
+        ...
+
+    async def claim_notifications(
+        self, *, node: str, limit: int, now: datetime, lease_seconds: float, exclude: Collection[str] = ()
+    ) -> list[NotificationJob]:
+        """Claim queued notifications that are due, most urgent first, then oldest, each held for
+        the lease; those of the ``exclude``d agencies (their endpoint is down) stay queued."""
+        ...
+
+    async def finish_notification(self, job: NotificationJob, *, events: Sequence[NewEvent]) -> None:
+        """Take a notification off the queue (sent, or given up) and record ``events`` with it."""
+        ...
+
+    async def retry_notification(
+        self,
+        job: NotificationJob,
+        *,
+        not_before: datetime,
+        reason: str,
+        attempted: bool,
+        events: Sequence[NewEvent] = (),
+    ) -> None:
+        """Leave a notification queued until ``not_before``; ``attempted``: it was tried (and
+        failed), so its count of attempts goes up."""
+        ...
+
+    async def release_notifications(self, *, node: str) -> int:
+        """Make the notifications ``node`` held (it restarted) due at once; returns how many."""
+        ...
+
+    async def queued_notifications(self) -> int: ...
 
 
 class QueueControl(Protocol):
@@ -309,7 +385,16 @@ class QueueControl(Protocol):
     async def pending_routes(self) -> int: ...
 
 
-class Store(IntakeStore, CourierStore, MailboxStore, InboundStore, DeadlineStore, QueueControl, Protocol):
+class Store(
+    IntakeStore,
+    CourierStore,
+    MailboxStore,
+    InboundStore,
+    DeadlineStore,
+    NotificationStore,
+    QueueControl,
+    Protocol,
+):
     """Durable state of one gateway node: the whole port, as each store implements it.
 
     Every method is one transaction, and every type crossing it is a record of this module or

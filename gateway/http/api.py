@@ -27,6 +27,7 @@ from gateway.errors import (
     DeliveryError,
     DuplicateHeader,
     Forbidden,
+    NotFound,
     PackageTooLarge,
     RequestTimeout,
     TooManyRequests,
@@ -35,7 +36,8 @@ from gateway.errors import (
 from gateway.exchange.inbound import Inbound
 from gateway.exchange.intake import Accepted, Intake
 from gateway.exchange.mailbox import Mailbox, changes
-from gateway.exchange.ports import EventRecord, InboxItem, Store
+from gateway.exchange.notifications import Endpoints
+from gateway.exchange.ports import Endpoint, EventRecord, InboxItem, Store
 from gateway.exchange.ratelimit import SubmissionLimiter, retry_after_header
 from gateway.http.edge import peer_gone, watch_body
 from gateway.operators import logs
@@ -146,7 +148,9 @@ class Api:
         *,
         network: Network | None = None,
         inbound: Inbound | None = None,
+        endpoints: Endpoints | None = None,
     ) -> None:
+        self._endpoints = endpoints
         self._limiter = limiter
         self._network = network
         self._inbound = inbound
@@ -277,6 +281,35 @@ class Api:
             {"total": len(rows), "agencies": [agency_view(a) for a in rows[offset : offset + limit]]}
         )
 
+    def _endpoint_book(self) -> Endpoints:
+        if self._endpoints is None:
+            raise NotFound("push notifications are not offered by this gateway")
+        return self._endpoints
+
+    async def put_endpoint(self, request: web.Request) -> web.Response:
+        """The calling agency's push-notification endpoint: ``{"url": "https://..."}``."""
+        agency = self.agency_of(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequest('expected JSON {"url": "https://..."}') from None
+        url = body.get("url") if isinstance(body, dict) else None
+        endpoint = await self._endpoint_book().register(agency, url)
+        return web.json_response(_endpoint_view(endpoint))
+
+    async def get_endpoint(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        endpoint = await self._endpoint_book().get(agency)
+        if endpoint is None:
+            raise NotFound(f"agency {agency} has no notification endpoint; PUT one to register it")
+        return web.json_response(_endpoint_view(endpoint))
+
+    async def delete_endpoint(self, request: web.Request) -> web.Response:
+        agency = self.agency_of(request)
+        if not await self._endpoint_book().remove(agency):
+            raise NotFound(f"agency {agency} has no notification endpoint")
+        return web.Response(status=204)
+
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "pending_routes": await self._store.pending_routes()})
 
@@ -358,6 +391,14 @@ def _inbox_view(item: InboxItem) -> dict[str, Any]:
     }
 
 
+def _endpoint_view(endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "agency": endpoint.agency,
+        "url": endpoint.url,
+        "registered_at": endpoint.registered_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
 def event_view(e: EventRecord) -> dict[str, Any]:
     return {
         "seq": e.seq,
@@ -401,6 +442,9 @@ def make_app(
     app.router.add_get("/v1/edocs/{id}/trace", api.trace)
     app.router.add_get("/v1/agencies", api.agencies)
     app.router.add_post("/v1/transfers", api.receive_transfer)
+    app.router.add_put("/v1/notifications/endpoint", api.put_endpoint)
+    app.router.add_get("/v1/notifications/endpoint", api.get_endpoint)
+    app.router.add_delete("/v1/notifications/endpoint", api.delete_endpoint)
     app.router.add_get("/healthz", api.healthz)
     return app
 

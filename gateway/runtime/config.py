@@ -63,6 +63,11 @@ xml_max_namespaces = 64         # xmlns declarations in the whole document (real
 xml_max_name_length = 256       # characters of an element's or attribute's local name
 xml_max_prefix_length = 64
 xml_max_namespace_uri_length = 512
+# Push notifications to the endpoints agencies register (PUT /v1/notifications/endpoint).
+notify_max_backoff = 300.0     # seconds at most between tries of an endpoint that is down
+notify_give_up_after = 86400.0 # seconds after which an unsent notification is dropped (pull still works)
+# notify_ca = "agency-ca.pem"  # more CAs to trust for the endpoints' certificates (besides the
+                               # system's and trust.pem)
 """
 
 
@@ -94,6 +99,9 @@ class Config:
     max_connections: int = 2000
     max_connections_per_client: int = 200
     xml_limits: XmlLimits = DEFAULT_LIMITS  # what one submitted package may hold (``xml_*`` settings)
+    notify_max_backoff: float = 300.0  # seconds at most between tries of a notification endpoint
+    notify_give_up_after: float = 86_400.0  # an unsent notification is dropped after this
+    notify_ca: Path | None = None  # extra CAs for the endpoints' server certificates
 
     @property
     def database_url(self) -> str:
@@ -116,7 +124,7 @@ KNOWN_SETTINGS = {
     "carriers", "submit_rate", "submit_burst", "network", "give_up_after", "lease_seconds",
     "submit_checkers", "submit_cpu_seconds", "submit_memory_mb", "submit_queue",
     "tls_handshake_timeout", "header_timeout", "body_timeout", "max_connections",
-    "max_connections_per_client",
+    "max_connections_per_client", "notify_max_backoff", "notify_give_up_after", "notify_ca",
     *(f"xml_{name}" for name in XmlLimits.__dataclass_fields__ if name != "max_bytes"),
 }  # fmt: skip
 
@@ -170,6 +178,9 @@ def load_config(home: Path, path: Path | None = None) -> Config:
             max_connections=_positive(int, data, "max_connections", 2000),
             max_connections_per_client=_positive(int, data, "max_connections_per_client", 200),
             xml_limits=_xml_limits(data, _package_bytes(data)),
+            notify_max_backoff=_positive(float, data, "notify_max_backoff", 300.0),
+            notify_give_up_after=_positive(float, data, "notify_give_up_after", 86_400.0),
+            notify_ca=base / str(data["notify_ca"]) if data.get("notify_ca") else None,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc

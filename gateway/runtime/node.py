@@ -27,6 +27,7 @@ from gateway.exchange.deadlines import DeadlineWatcher
 from gateway.exchange.inbound import Inbound
 from gateway.exchange.intake import Intake
 from gateway.exchange.mailbox import Mailbox
+from gateway.exchange.notifications import Endpoints, Notifier
 from gateway.exchange.ports import RouteJob
 from gateway.exchange.ratelimit import Limit, SubmissionLimiter
 from gateway.http.api import Api, make_app, server_tls_context
@@ -45,6 +46,7 @@ from gateway.infra.files.pki_init import ensure_dev_pki
 from gateway.infra.files.pki_scan import FOUND_BY
 from gateway.infra.files.registry_csv import load_registry, write_registry
 from gateway.infra.peers import PeerLinks
+from gateway.infra.push import PushLinks
 from gateway.infra.sql.notify import WorkListener, listener_dsn
 from gateway.infra.sql.reads import SqlOversight
 from gateway.operators.logs import EventLines
@@ -154,6 +156,19 @@ class Node:
         else:
             carrier = ThreadCarrier(self.adapters, self.clock)  # shares self.adapters: sees reloads
         self._carrier = carrier
+        # Push notifications of what landed in an inbox, signed and presented by the adapter of
+        # the recipient's network; the queue is in the store, so a restart loses none.
+        self.pushes = PushLinks(config.certs, served, extra_ca=config.notify_ca)
+        self.notifier = Notifier(
+            self.store,
+            self.pushes,
+            self.adapters,
+            self.clock,
+            node=config.node,
+            lease_seconds=config.lease_seconds,
+            max_backoff=config.notify_max_backoff,
+            give_up_after=config.notify_give_up_after,
+        )
         self.courier = Courier(
             self.store,
             carrier,
@@ -164,6 +179,7 @@ class Node:
             lease_seconds=config.lease_seconds,
             peers=self.peers,
             give_up_after=config.give_up_after,
+            on_delivered=self.notifier.wake,
         )
         # Off the event loop, within a CPU budget: one package cannot stall everyone's requests.
         self.checkers = CheckerPool(
@@ -196,6 +212,7 @@ class Node:
                 self.store,
                 self.trust,
                 self.clock,
+                on_delivered=self.notifier.wake,
             )
         self.api = Api(
             self.intake,
@@ -207,9 +224,11 @@ class Node:
             limiter,
             network=config.network,
             inbound=inbound,
+            endpoints=Endpoints(self.store, self.clock),
         )
         self._runner: web.AppRunner | None = None
         self._courier_task: asyncio.Task[None] | None = None
+        self._notifier_task: asyncio.Task[None] | None = None
         self._deadline_task: asyncio.Task[None] | None = None
         self._listener: WorkListener | None = None
         self.deadlines = DeadlineWatcher(self.store, self.clock)
@@ -331,10 +350,12 @@ class Node:
 
             def wake() -> None:
                 loop.call_soon_threadsafe(self.courier.wake)
+                loop.call_soon_threadsafe(self.notifier.wake)  # another replica may have delivered
 
             self._listener = WorkListener(dsn, wake)
             self._listener.start()
         self._courier_task = asyncio.create_task(self.courier.run(), name="courier")
+        self._notifier_task = asyncio.create_task(self.notifier.run(), name="notifier")
         deadlines, certificates, feed, signer = self.deadlines, self.certificates, self.feed, self.head_signer
         self._deadline_task = start_every(
             "deadlines", deadlines.interval, deadlines.check_once,
@@ -365,7 +386,8 @@ class Node:
         return self.port
 
     async def stop(self) -> None:
-        for task in (self._courier_task, self._deadline_task, *self._cert_tasks, *self._oversight_tasks):
+        tasks = (self._courier_task, self._notifier_task, self._deadline_task, *self._cert_tasks)
+        for task in (*tasks, *self._oversight_tasks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -374,6 +396,7 @@ class Node:
             await self._runner.cleanup()
         if self.peers is not None:
             await self.peers.close()
+        await self.pushes.close()
         if self._listener is not None:
             await asyncio.to_thread(self._listener.stop)
         self.courier.close()

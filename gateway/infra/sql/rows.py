@@ -7,12 +7,21 @@ from typing import Any
 
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
 from gateway.exchange.ports import DeliveryRecord, DocumentRecord, EventRecord
-from gateway.infra.sql.tables import DeliveryRow, DocumentRow, EventRow, RouteRow
+from gateway.infra.sql.tables import (
+    DeliveryRow,
+    DocumentRow,
+    EndpointRow,
+    EventRow,
+    NotificationRow,
+    RouteRow,
+)
 
 D = DocumentRow.__table__  # type: ignore[attr-defined]
 R = RouteRow.__table__  # type: ignore[attr-defined]
 V = DeliveryRow.__table__  # type: ignore[attr-defined]
 E = EventRow.__table__  # type: ignore[attr-defined]
+P = EndpointRow.__table__  # type: ignore[attr-defined]
+N = NotificationRow.__table__  # type: ignore[attr-defined]
 
 DOC_COLUMNS = [c for c in D.c if c.name != "package"]
 

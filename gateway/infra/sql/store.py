@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, delete, func, select, update
 
 from gateway.domain.vocabulary import DeliveryState, Network
 from gateway.errors import DocumentConflict
@@ -21,10 +21,12 @@ from gateway.exchange.ports import (
     Carried,
     DeliveryRecord,
     DocumentRecord,
+    Endpoint,
     EventRecord,
     InboxItem,
     NewDocument,
     NewEvent,
+    NotificationJob,
     RouteJob,
 )
 from gateway.exchange.recalls import RECALL_CODES
@@ -33,12 +35,15 @@ from gateway.infra.sql.chain import append_events
 from gateway.infra.sql.deadlines import deadlines_at_risk
 from gateway.infra.sql.engine import Database, in_savepoint
 from gateway.infra.sql.fair import claim_routes, fair_rank
+from gateway.infra.sql.notifications import claim_notifications, queue_notifications
 from gateway.infra.sql.notify import notify_work
 from gateway.infra.sql.rows import (
     DOC_COLUMNS,
     D,
     DocumentView,
     E,
+    N,
+    P,
     R,
     V,
     delivery_record,
@@ -123,6 +128,9 @@ class SqlStore:
                     .values(state=state.value, delivered_at=now)
                     .returning(V.c.recipient)
                 ).all()
+                if state is DeliveryState.DELIVERED:  # a forwarded one is notified by the peer node
+                    landed = [(row.recipient, job.target.value) for row in delivered]
+                    queue_notifications(conn, job.document.id, int(job.document.priority), landed, now=now)
                 events = [*carried.events]
                 events += [
                     NewEvent(state.value, now, job.document.id, row.recipient, job.target.value)
@@ -200,6 +208,8 @@ class SqlStore:
                 .returning(V.c.recipient, V.c.network)
             ).all()
             events = [NewEvent("delivered", now, doc.id, r.recipient, r.network) for r in delivered]
+            landed = [(r.recipient, r.network) for r in delivered]
+            queue_notifications(conn, doc.id, int(doc.priority), landed, now=now)
             if events:
                 append_events(conn, events)
             return True
@@ -251,7 +261,91 @@ class SqlStore:
 
         await self._db.write(op)
 
+    async def set_endpoint(self, agency: str, url: str, *, now: datetime) -> Endpoint:
+        def op(conn: Connection) -> Endpoint:
+            if conn.execute(
+                update(P).where(P.c.agency == agency).values(url=url, registered_at=now)
+            ).rowcount:
+                return Endpoint(agency, url, now)
+            conn.execute(P.insert().values(agency=agency, url=url, registered_at=now))
+            return Endpoint(agency, url, now)
+
+        return await self._db.write(op)
+
+    async def remove_endpoint(self, agency: str) -> int | None:
+        def op(conn: Connection) -> int | None:
+            if not conn.execute(delete(P).where(P.c.agency == agency)).rowcount:
+                return None
+            return int(conn.execute(delete(N).where(N.c.recipient == agency)).rowcount)
+
+        return await self._db.write(op)
+
+    async def claim_notifications(
+        self, *, node: str, limit: int, now: datetime, lease_seconds: float, exclude: Collection[str] = ()
+    ) -> list[NotificationJob]:
+        until = now + timedelta(seconds=lease_seconds)
+        return await self._db.write(
+            lambda conn: claim_notifications(
+                conn, node=node, limit=limit, now=now, until=until, exclude=exclude
+            )
+        )
+
+    async def finish_notification(self, job: NotificationJob, *, events: Sequence[NewEvent]) -> None:
+        def op(conn: Connection) -> None:
+            conn.execute(delete(N).where(N.c.id == job.id))
+            if events:
+                append_events(conn, events)
+
+        await self._db.write(op)
+
+    async def retry_notification(
+        self,
+        job: NotificationJob,
+        *,
+        not_before: datetime,
+        reason: str,
+        attempted: bool,
+        events: Sequence[NewEvent] = (),
+    ) -> None:
+        def op(conn: Connection) -> None:
+            conn.execute(
+                update(N)
+                .where(N.c.id == job.id)
+                .values(
+                    next_attempt_at=not_before,
+                    claimed_by=None,
+                    last_error=reason,
+                    attempts=N.c.attempts + (1 if attempted else 0),
+                )
+            )
+            if events:
+                append_events(conn, events)
+
+        await self._db.write(op)
+
+    async def release_notifications(self, *, node: str) -> int:
+        def op(conn: Connection) -> int:
+            return int(
+                conn.execute(
+                    update(N)
+                    .where(N.c.claimed_by == node)
+                    .values(claimed_by=None, next_attempt_at=N.c.created_at)
+                ).rowcount
+            )
+
+        return await self._db.write(op)
+
     # --- reads ---------------------------------------------------------------------------------
+
+    async def endpoint(self, agency: str) -> Endpoint | None:
+        def op(conn: Connection) -> Endpoint | None:
+            row = conn.execute(select(P).where(P.c.agency == agency)).first()
+            return Endpoint(row.agency, row.url, row.registered_at) if row is not None else None
+
+        return await self._db.read(op)
+
+    async def queued_notifications(self) -> int:
+        return await self._db.read(lambda c: int(c.execute(select(func.count()).select_from(N)).scalar_one()))
 
     async def pending_routes(self) -> int:
         return await self._db.read(

@@ -144,6 +144,41 @@ class EventRow(SQLModel, table=True):
     writer: str | None = Field(default=None, max_length=64)
 
 
+class EndpointRow(SQLModel, table=True):
+    """An agency's push-notification endpoint (``PUT /v1/notifications/endpoint``)."""
+
+    __tablename__ = "notify_endpoints"
+
+    agency: str = Field(primary_key=True, max_length=35)
+    url: str = Field(max_length=2048)
+    registered_at: datetime = _ts()  # type: ignore[assignment]
+
+
+class NotificationRow(SQLModel, table=True):
+    """A queued push notification: a delivery landed in the inbox of an agency with an endpoint.
+    Written in the transaction that delivers, deleted once sent or given up (the trace keeps
+    ``notified`` / ``notify_failed``); it holds ids and codes only, never a subject."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("document", "recipient", name="uq_notifications_document_recipient"),
+        # The claim: one urgency at a time, oldest first (as routes are claimed).
+        Index("ix_notifications_claim", "priority", "id"),
+        Index("ix_notifications_recipient", "recipient"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    document: str = Field(foreign_key="documents.id", max_length=32)
+    recipient: str = Field(max_length=35)
+    network: str = Field(max_length=16)
+    priority: int
+    created_at: datetime = _ts()  # type: ignore[assignment]
+    next_attempt_at: datetime = _ts()  # type: ignore[assignment]
+    attempts: int = 0
+    claimed_by: str | None = Field(default=None, max_length=64)
+    last_error: str | None = None
+
+
 class AuditHeadRow(SQLModel, table=True):
     """A signed head of the delivery log: the node's signature over (seq, hash) of its newest record."""
 

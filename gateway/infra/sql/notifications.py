@@ -1,0 +1,93 @@
+"""The push-notification queue in SQL: queued in the delivering transaction, claimed like routes.
+
+``queue_notifications`` runs inside ``complete_routes`` and ``accept_forwarded``, so a delivery and
+its notification commit together (a crash loses neither); ``claim_notifications`` hands the due
+ones out one urgency at a time, oldest first, under a lease (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so replicas never send one twice at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, select, update
+
+from gateway.domain.vocabulary import Network, Priority
+from gateway.exchange.ports import NotificationJob
+from gateway.infra.sql.rows import D, N, P
+
+
+def queue_notifications(
+    conn: Connection, doc_id: str, priority: int, recipients: Sequence[tuple[str, str]], *, now: datetime
+) -> None:
+    """Queue a notification of ``doc_id`` for each (recipient, network) that has an endpoint."""
+    if not recipients:
+        return
+    wanted = {r for r, _ in recipients}
+    with_endpoint = {row.agency for row in conn.execute(select(P.c.agency).where(P.c.agency.in_(wanted)))}
+    if not with_endpoint:
+        return
+    conn.execute(
+        N.insert(),
+        [
+            {
+                "document": doc_id,
+                "recipient": recipient,
+                "network": network,
+                "priority": int(priority),
+                "created_at": now,
+                "next_attempt_at": now,
+                "attempts": 0,
+            }
+            for recipient, network in recipients
+            if recipient in with_endpoint
+        ],
+    )
+
+
+def claim_notifications(
+    conn: Connection, *, node: str, limit: int, now: datetime, until: datetime, exclude: Collection[str]
+) -> list[NotificationJob]:
+    ids: list[int] = []
+    for priority in sorted(map(int, Priority), reverse=True):
+        if len(ids) >= limit:
+            break
+        candidates = (
+            select(N.c.id)
+            .where(N.c.priority == priority, N.c.next_attempt_at <= now)
+            .order_by(N.c.id)
+            .limit(limit - len(ids))
+        )
+        if exclude:
+            candidates = candidates.where(N.c.recipient.not_in(sorted(exclude)))
+        if conn.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        ids += [row.id for row in conn.execute(candidates)]
+    if not ids:
+        return []
+    conn.execute(update(N).where(N.c.id.in_(ids)).values(claimed_by=node, next_attempt_at=until))
+    rows = conn.execute(
+        select(N, D.c.kind, D.c.status_code, D.c.response_for, D.c.sender, P.c.url)
+        .join(D, D.c.id == N.c.document)
+        .join(P, P.c.agency == N.c.recipient)
+        .where(N.c.id.in_(ids))
+        .order_by(N.c.priority.desc(), N.c.id)
+    ).all()
+    return [
+        NotificationJob(
+            id=row.id,
+            document=row.document,
+            recipient=row.recipient,
+            network=Network(row.network),
+            kind=row.kind,
+            status_code=row.status_code,
+            response_for=row.response_for,
+            sender=row.sender,
+            priority=Priority(row.priority),
+            created_at=row.created_at,
+            attempts=row.attempts,
+            url=row.url,
+        )
+        for row in rows
+    ]
