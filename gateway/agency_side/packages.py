@@ -23,9 +23,11 @@ from gateway.crypto.xmldsig import sign_enveloped, verify_enveloped
 from gateway.crypto.xmlenc import XENC, decrypt_element
 from gateway.domain.edxml import (
     DS,
+    Attachment,
     Edoc,
     Organ,
     Status,
+    attachments_of,
     build_status,
     header_of,
     read_package,
@@ -100,6 +102,7 @@ class Opened:
     package: bytes  # the sender's signed edXML package, as the sender signed it
     content: Edoc | Status
     signer: CertIdentity
+    attachments: tuple[Attachment, ...] = ()  # decoded from the verified package, names as sent
 
 
 def open_delivery(
@@ -156,7 +159,8 @@ def open_delivery(
         raise CryptoError(f"the document is signed by {signer.code} but claims to be from {content.sender}")
     if isinstance(content, Edoc) and content.classification is not transfer.routing.classification:
         raise CryptoError("the secrecy level the sender signed differs from the one it was carried under")
-    return Opened(transfer, package, content, signer)
+    attachments = tuple(attachments_of(inner.signed)) if isinstance(content, Edoc) else ()
+    return Opened(transfer, package, content, signer, attachments)
 
 
 def arrival_receipt(certs_dir: Path, code: str, opened: Opened, sealed: bytes, *, now: datetime) -> bytes:
