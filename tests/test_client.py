@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -240,3 +244,25 @@ def test_unknown_codes_and_bodies_stay_remote_errors() -> None:
     assert isinstance(error_from_answer(404, b"<html>"), RemoteError)
     # A known code under another status is not guessed at.
     assert type(error_from_answer(400, b'{"error": "not_found", "message": "m"}')) is RemoteError
+
+
+async def test_the_readme_example_runs(node: Node, home: Path) -> None:
+    """The README's "Client library for agency systems" example, as a user saves and runs it."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Client library for agency systems", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    script = home / "exchange.py"
+    script.write_text(example, encoding="utf-8")
+    env = {**os.environ, "GATEWAY_HOME": str(home), "GATEWAY_URL": f"https://localhost:{node.port}"}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    done = await asyncio.to_thread(run)  # the node serves on this loop meanwhile
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("sent ") and f"signed by {G22}" in lines[1] and "phu-luc.txt" in lines[1]
+    assert "('01', 'ADAPTER.PARTY', True)" in lines[2] and f"('03', '{A01}', True)" in lines[2]
+    assert "refused as expected:" in lines[-1] and "(HTTP 404 not_found)" in lines[-1]
