@@ -173,6 +173,8 @@ async def test_error_answers_are_the_error_trees_classes(node: Node, config: Con
             await i01.fetch(sent.id)
         with pytest.raises(NotFound):
             await g22.receipts("no-such-id")
+        with pytest.raises(NotFound):  # one path segment: an id cannot reach another route
+            await g22.receipts(f"{sent.id}/../{sent.id}")
         with pytest.raises(InvalidDate):
             await g22.send(Draft(subject="x", to=[A01], due="2026/02/30"))
         with pytest.raises(BadRequest):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -136,7 +137,7 @@ def _seconds(value: str | None) -> float:
 class _Answer:
     status: int
     body: bytes
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # names in lower case
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -262,7 +263,7 @@ class AsyncAgencyClient:
             description=note,
         )
         signed = await asyncio.to_thread(self.keys.sign, root)
-        answer = await self._request("POST", f"/v1/edocs/{doc_id}/status", signed, XML)
+        answer = await self._request("POST", f"/v1/edocs/{_id(doc_id)}/status", signed, XML)
         return Accepted.read(answer.json())
 
     async def recall(self, doc_id: str, reason: str) -> Accepted:
@@ -289,7 +290,7 @@ class AsyncAgencyClient:
 
         A classified document is acknowledged with this agency's own signed 01, unless
         ``acknowledge`` is false (then call ``acknowledge(delivery)`` once it is safely kept)."""
-        answer = await self._request("GET", f"/v1/edocs/{doc_id}")
+        answer = await self._request("GET", f"/v1/edocs/{_id(doc_id)}")
         now = datetime.now(UTC)
         try:
             opened = await asyncio.to_thread(
@@ -303,7 +304,7 @@ class AsyncAgencyClient:
         except GatewayError as exc:
             report = json.dumps({"stage": "open", "reason": exc.message}).encode()
             with contextlib.suppress(GatewayError):
-                await self._request("POST", f"/v1/edocs/{doc_id}/failures", report, "application/json")
+                await self._request("POST", f"/v1/edocs/{_id(doc_id)}/failures", report, "application/json")
             raise
         delivery = Delivery(
             id=doc_id,
@@ -313,7 +314,7 @@ class AsyncAgencyClient:
             classification=opened.transfer.routing.classification,
             hops=opened.transfer.hops,
             attachments=opened.attachments,
-            superseded_by=answer.headers.get("X-Superseded-By"),
+            superseded_by=answer.headers.get("x-superseded-by"),
             sealed=answer.body,
             opened=opened,
         )
@@ -330,16 +331,16 @@ class AsyncAgencyClient:
             arrival_receipt, self.keys.certs_dir, self.code, delivery.opened, delivery.sealed,
             now=datetime.now(VIETNAM),
         )  # fmt: skip
-        await self._request("POST", f"/v1/edocs/{delivery.id}/status", receipt, XML)
+        await self._request("POST", f"/v1/edocs/{_id(delivery.id)}/status", receipt, XML)
         return dataclasses.replace(delivery, receipt_sent=True)
 
     async def receipts(self, doc_id: str) -> Receipts:
         """Per recipient: delivery state, forwarding, every status with its signer and verdict."""
-        return Receipts.read((await self._request("GET", f"/v1/edocs/{doc_id}/receipts")).json())
+        return Receipts.read((await self._request("GET", f"/v1/edocs/{_id(doc_id)}/receipts")).json())
 
     async def trace(self, doc_id: str) -> tuple[TraceEvent, ...]:
         """Every event of the document this agency may see, in order."""
-        answer = await self._request("GET", f"/v1/edocs/{doc_id}/trace")
+        answer = await self._request("GET", f"/v1/edocs/{_id(doc_id)}/trace")
         return tuple(TraceEvent.read(e) for e in answer.json()["events"])
 
     # --- the wire ---
@@ -367,7 +368,7 @@ class AsyncAgencyClient:
             sent["Content-Type"] = content_type
         try:
             async with self._open_session().request(method, self.url + path, data=body, headers=sent) as r:
-                answer = _Answer(r.status, await r.read(), {k: v for k, v in r.headers.items()})
+                answer = _Answer(r.status, await r.read(), {k.lower(): v for k, v in r.headers.items()})
         except aiohttp.ClientSSLError as exc:
             raise GatewayUnreachable(f"TLS with the gateway at {self.url} failed: {_reason(exc)}") from exc
         except aiohttp.ClientConnectorError as exc:
@@ -377,7 +378,7 @@ class AsyncAgencyClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise GatewayUnreachable(f"no answer from the gateway at {self.url}: {_reason(exc)}") from exc
         if answer.status >= 400:
-            raise error_from_answer(answer.status, answer.body, answer.headers.get("Retry-After"))
+            raise error_from_answer(answer.status, answer.body, answer.headers.get("retry-after"))
         return answer
 
 
@@ -390,6 +391,11 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return str(getattr(inner, "strerror", None) or inner or type(exc).__name__)
+
+
+def _id(doc_id: str) -> str:
+    # One path segment, whatever the id holds: "a/../b" or "x?all=1" must not reach another route.
+    return quote(doc_id, safe="")
 
 
 def _is_signed(root: etree._Element) -> bool:
