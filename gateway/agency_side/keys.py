@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from cryptography import x509
 from lxml import etree
@@ -27,7 +28,8 @@ from gateway.infra.files.keys import file_trust
 from gateway.infra.files.pki_dir import agency_paths, read_inventory, trust_path
 from gateway.infra.files.registry_csv import load_registry
 from gateway.pki.inventory import Slot
-from gateway.pki.inventory import iso as iso_time
+
+VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ def _require(certs_dir: Path, code: str, role: Role) -> None:
         rev = last.revocation
         assert rev is not None
         raise CertificateRejected(
-            f"the {what} certificate {last.serial} of agency {code} was revoked on {iso_time(rev.at)} "
+            f"the {what} certificate {last.serial} of agency {code} was revoked on "
+            f"{rev.at.astimezone(VIETNAM):%Y-%m-%d %H:%M} (Vietnam time) "
             f"by {rev.by} ({rev.reason}); a security officer issues a new one: {issue}"
         )
     raise ConfigError(f"agency {code} has no {what} certificate in {certs_dir}; issue one: {issue}")
