@@ -70,7 +70,9 @@ answers with ``SignatureRejected.from_crypto`` (same status, code and message).
     ├── DeliveryError                     (a hop refused a sealed transfer)
     ├── PeerUnavailable                   (the peer node is down or failed: retry later)
     ├── PushFailed                        (an agency's notification endpoint is down or refused: retry later)
-    └── RemoteError                       (agency side: the gateway answered with an error)
+    ├── RemoteError                       (agency side: the gateway answered with an error
+    │                                      whose code the client does not know, or a 5xx)
+    └── GatewayUnreachable                (agency side: refused, TLS failed, no answer in time)
 """
 
 from __future__ import annotations
@@ -393,3 +395,8 @@ class RemoteError(GatewayError):
         super().__init__(f"{message} (HTTP {status} {code})")
         self.status = status
         self.code = code
+
+
+class GatewayUnreachable(GatewayError):
+    """Agency side: the gateway could not be reached (refused, TLS handshake failed, no answer in
+    time). Sending again is safe: the same signed package is accepted once, under the same id."""

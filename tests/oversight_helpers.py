@@ -24,6 +24,7 @@ async def gateway(home: Path | None, *args: str, cwd: Path | None = None) -> sub
     """Run the ``gateway`` command in a thread (the node under test keeps serving on this loop)."""
     env = {**os.environ}
     env.pop("GATEWAY_HOME", None)
+    env.pop("GATEWAY_URL", None)  # the node under test, not one the shell names
     if home is not None:
         env["GATEWAY_HOME"] = str(home)
 

@@ -14,7 +14,7 @@ from tests.conftest import A01, G16, G22, set_setting, wait_delivered
 
 
 async def gateway(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GATEWAY_HOME": str(home)}
+    env = {**os.environ, "GATEWAY_HOME": str(home), "GATEWAY_URL": ""}  # no URL from the shell
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(

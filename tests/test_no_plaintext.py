@@ -26,7 +26,7 @@ ATTACHMENT = "Tọa độ điểm tập kết: 21.0285, 105.8542".encode()
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GATEWAY_HOME": str(home)}
+    env = {**os.environ, "GATEWAY_HOME": str(home), "GATEWAY_URL": ""}  # no URL from the shell
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True, timeout=120
     )

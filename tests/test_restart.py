@@ -123,7 +123,7 @@ async def test_sigkill_mid_burst_loses_and_duplicates_nothing(config: Config, ho
 
 
 def test_cli_mistakes_are_one_line(home: Path) -> None:
-    env = {**os.environ, "GATEWAY_HOME": str(home)}
+    env = {**os.environ, "GATEWAY_HOME": str(home), "GATEWAY_URL": ""}  # no URL from the shell
     for args, needle in (
         (["sned"], "invalid choice"),
         (["agencies", "show", "000.00.00.g22"], "level-1 group"),

@@ -25,9 +25,11 @@ from gateway.crypto.xmldsig import sign_enveloped, verify_enveloped
 from gateway.crypto.xmlenc import XENC, decrypt_element
 from gateway.domain.edxml import (
     DS,
+    Attachment,
     Edoc,
     Organ,
     Status,
+    attachments_of,
     build_status,
     header_of,
     read_package,
@@ -104,6 +106,7 @@ class Opened:
     sealed: bytes  # the sealed transfer header it came with: what a 01 receipt's digest is over
     content: Edoc | Status
     signer: CertIdentity
+    attachments: tuple[Attachment, ...] = ()  # decoded from the verified package, names as sent
 
 
 def open_delivery(
@@ -171,7 +174,8 @@ def open_delivery(
         raise CryptoError(f"the document is signed by {signer.code} but claims to be from {content.sender}")
     if isinstance(content, Edoc) and content.classification is not transfer.routing.classification:
         raise CryptoError("the secrecy level the sender signed differs from the one it was carried under")
-    return Opened(transfer, package, sealed, content, signer)
+    attachments = tuple(attachments_of(inner.signed)) if isinstance(content, Edoc) else ()
+    return Opened(transfer, package, sealed, content, signer, attachments)
 
 
 def arrival_receipt(certs_dir: Path, code: str, opened: Opened, sealed: bytes, *, now: datetime) -> bytes:

@@ -1,45 +1,30 @@
 """The agency commands: ``agencies``, ``send``, ``inbox``, ``fetch``, ``status``, ``recall``,
 ``receipts``.
 
-They act as an agency's own system would, through the mTLS API. Parsing and error reporting
-live in ``gateway.cli.entry``."""
+They act as an agency's own system would, through the mTLS API, with the very client an agency
+system imports (``gateway.agency_side.client.AgencyClient``): one code path. Parsing and error
+reporting live in ``gateway.cli.entry``."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import mimetypes
 import os
 import sys
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from gateway.agency_side.client import AgencyClient
-from gateway.agency_side.packages import arrival_receipt, decryption_keys, open_delivery, sign_package
-from gateway.cli.output import LOCAL_TZ, default_document_id, is_signed, local_time, print_json
-from gateway.crypto.pki import Role
+from gateway.agency_side.client import AgencyClient, AgencyKeys, Draft, InboxEntry, Receipts
+from gateway.cli.output import local_time, print_json
 from gateway.domain.agencies import AgencyCode, Registry
-from gateway.domain.edxml import (
-    Attachment,
-    Business,
-    BusinessDocType,
-    DocumentRef,
-    NewEdoc,
-    Organ,
-    Replacement,
-    build_edoc,
-    build_status,
-)
+from gateway.domain.edxml import Attachment, Edoc
 from gateway.domain.vocabulary import Classification, Priority, StatusCode
-from gateway.domain.xmlsafe import parse_xml
-from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound
+from gateway.errors import BadRequest, GatewayUnreachable, NotFound, UsageError
 from gateway.exchange.mailbox import STATUS_MEANING
 from gateway.http.api import agency_view
-from gateway.infra.files.pki_dir import agency_paths
-from gateway.runtime import wiring
-from gateway.runtime.config import Config
+from gateway.runtime import listening, wiring
+from gateway.runtime.config import CONFIG_FILE, Config
 
 
 def _registry(config: Config) -> Registry:
@@ -71,91 +56,99 @@ def agencies(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(config: Config, code: str) -> AgencyClient:
-    crt, key = agency_paths(config.certs, code, Role.TLS)
-    if not crt.exists():
-        raise ConfigError(
-            f"no dev TLS certificate for agency {code} in {config.certs}; is it in the registry?"
-        )
-    return AgencyClient(config.url, cert_chain=crt, key=key, trust=config.certs / "trust.pem")
+def _address(config: Config, args: argparse.Namespace) -> tuple[str, str]:
+    """The gateway's URL and where it came from: ``--url``, ``$GATEWAY_URL``, the record a running
+    ``gateway serve`` keeps in this home, or the config's port."""
+    config_file = Path(args.config) if getattr(args, "config", None) else None
+    record = listening.record_path(config.home, config_file)
+    for url, source in (
+        (getattr(args, "url", None), "--url"),
+        (os.environ.get("GATEWAY_URL"), "GATEWAY_URL"),
+        (listening.recorded(record), f"{record}, where the running `gateway serve` recorded it"),
+    ):
+        if url:
+            if not url.startswith("https://"):
+                raise UsageError(f"{source} {url!r} is not an https:// URL; give https://HOST:PORT")
+            return url, source
+    return (
+        config.url,
+        f"the port in {config_file or config.home / CONFIG_FILE} (no `gateway serve` runs here)",
+    )
+
+
+@contextlib.contextmanager
+def _client(config: Config, args: argparse.Namespace, code: str) -> Iterator[AgencyClient]:
+    keys = AgencyKeys.from_dev_pki(config.certs, code, _registry(config))
+    url, source = _address(config, args)
+    client = AgencyClient(url, keys)
+    try:
+        yield client
+    except GatewayUnreachable as exc:
+        raise GatewayUnreachable(
+            f"{exc.message}; that address came from {source}; give another with --url"
+        ) from None
+    finally:
+        client.close()
 
 
 def send(config: Config, args: argparse.Namespace) -> int:
     code = AgencyCode.parse(args.agency).value
     level = Classification.from_slug(args.classification) if args.classification else Classification.NONE
     changed = args.updates or args.replaces
-    if args.file:
-        if args.to or args.subject or changed:
-            raise BadRequest("give either FILE.xml or --to/--subject (and --updates/--replaces), not both")
-        raw = Path(args.file).read_bytes()
-        root = parse_xml(raw)
-        package = raw if is_signed(root) else sign_package(config.certs, code, root)
-    else:
-        # An update or replacement names the original by its DocumentId; the gateway delivers
-        # it to the original's recipients whatever --to says, so they are the default here too.
-        original = _client(config, code).get_json(f"/v1/edocs/{changed}/receipts") if changed else None
-        to = args.to or ([r["recipient"] for r in original["recipients"]] if original else [])
-        if not to or not args.subject:
-            raise BadRequest(
-                "to build a document give --to CODE (one or more) and --subject TEXT, or a FILE.xml"
+    with _client(config, args, code) as client:
+        if args.file:
+            if args.to or args.subject or changed or args.due:
+                raise BadRequest(
+                    "give either FILE.xml or --to/--subject (and --due, --updates/--replaces), not both"
+                )
+            accepted = client.send_package(Path(args.file).read_bytes(), classification=level)
+        else:
+            if not args.subject or not (args.to or changed):
+                raise BadRequest(
+                    "to build a document give --to CODE (one or more) and --subject TEXT, or a FILE.xml"
+                )
+            draft = Draft(
+                subject=args.subject,
+                to=args.to,
+                content=args.content,
+                priority=Priority(args.priority),
+                classification=level,
+                due=args.due,
+                attachments=[_attachment(Path(f)) for f in args.attach],
+                document_id=args.document_id,
             )
-        now = datetime.now(UTC)
-        registry = _registry(config)
-        sender = registry.get(code)
-        recipients = [AgencyCode.parse(t).value for t in to]
-        doc = NewEdoc(
-            sender=Organ(code, sender.name if sender else ""),
-            recipients=[Organ(r, (registry.get(r).name if registry.get(r) else "")) for r in recipients],  # type: ignore[union-attr]
-            document_id=args.document_id or default_document_id(code, now.astimezone(LOCAL_TZ)),
-            subject=args.subject,
-            content=args.content,
-            priority=Priority(args.priority),
-            classification=level,
-            attachments=[_attachment(Path(f)) for f in args.attach],
-            **_change(original, recipients, replaces=bool(args.replaces), reason=args.reason),
-        )
-        package = sign_package(config.certs, code, build_edoc(doc, now=now.astimezone(LOCAL_TZ)))
-    reply = _client(config, code).post_xml("/v1/edocs", package, classification=level)
+            # An update or replacement names the original by its DocumentId; the gateway delivers
+            # it to the original's recipients whatever --to says, so they are the default here too.
+            if args.updates:
+                accepted = client.update(args.updates, draft, reason=args.reason)
+            elif args.replaces:
+                accepted = client.replace(args.replaces, draft, reason=args.reason)
+            else:
+                accepted = client.send(draft)
     if args.json:
-        print_json(reply)
+        print_json(accepted.raw)
         return 0
-    print(reply["id"] + ("  (already accepted earlier: same id)" if reply.get("duplicate") else ""))
-    for r in reply["recipients"]:
+    print(accepted.id + ("  (already accepted earlier: same id)" if accepted.duplicate else ""))
+    for r in accepted.recipients:
         via = (
-            f"  (addressed to {r['addressed']}, retired; forwarded to its successor)"
-            if r["forwarded_via"]
-            else ""
+            f"  (addressed to {r.addressed}, retired; forwarded to its successor)" if r.forwarded_via else ""
         )
-        print(f"  → {r['code']} [{r['network']}]{via}")
+        print(f"  → {r.code} [{r.network}]{via}")
     return 0
 
 
-def _chain(d: dict[str, Any]) -> str:
+def _chain(d: InboxEntry | Receipts) -> str:
     """Where a document stands among updates and replacements, for one line of output."""
     parts = [
-        f"  [{label} {d[key]}]"
-        for key, label in (
-            ("updates", "updates"),
-            ("replaces", "replaces"),
-            ("superseded_by", "superseded by"),
+        f"  [{label} {value}]"
+        for value, label in (
+            (d.updates, "updates"),
+            (d.replaces, "replaces"),
+            (d.superseded_by, "superseded by"),
         )
-        if d.get(key)
+        if value
     ]
     return "".join(parts)
-
-
-def _change(
-    original: dict[str, Any] | None, recipients: list[str], *, replaces: bool, reason: str | None
-) -> dict[str, Any]:
-    """``NewEdoc``'s ResponseFor and Bussiness for an update or replacement of ``original``."""
-    if original is None:
-        return {}
-    kind = BusinessDocType.REPLACE if replaces else BusinessDocType.UPDATE
-    named = (Replacement(original["document_id"], tuple(recipients)),) if replaces else ()
-    return {
-        "response_for": DocumentRef(organ=original["from"], document_id=original["document_id"]),
-        "business": Business(doc_type=kind, reason=reason, replacements=named),
-    }
 
 
 def _attachment(path: Path) -> Attachment:
@@ -165,66 +158,51 @@ def _attachment(path: Path) -> Attachment:
 
 def inbox(config: Config, args: argparse.Namespace) -> int:
     code = AgencyCode.parse(args.agency).value
-    reply = _client(config, code).get_json("/v1/inbox" + ("?all=1" if args.all else ""))
+    with _client(config, args, code) as client:
+        entries = client.inbox(include_fetched=args.all)
     if args.json:
-        print_json(reply)
+        print_json({"agency": code, "documents": [e.raw for e in entries]})
         return 0
-    if not reply["documents"]:
+    if not entries:
         print(f"inbox of {code} is empty")
-    for d in reply["documents"]:
-        what = d["subject"] if d["kind"] == "edoc" else f"status {d['status_code']} for {d['response_for']}"
-        if d["subject"] is None and d["kind"] == "edoc":
-            what = f"[{d['classification']}]"
-        if d.get("recalled"):
+    for d in entries:
+        if d.kind != "edoc":
+            what = f"status {d.status_code} for {d.response_for}"
+        else:  # a classified document's subject never reaches the gateway in clear
+            what = d.subject if d.subject is not None else f"[{d.classification.slug}]"
+        if d.recalled:
             what += "  [recalled]"
         what += _chain(d)
-        print(f"{d['id']}  P{d['priority']}  {local_time(d['accepted_at'])}  from {d['from']:<14} {what}")
+        print(
+            f"{d.id}  P{int(d.priority)}  {local_time(d.accepted_at.isoformat())}  from {d.sender:<14} {what}"
+        )
     return 0
 
 
 def fetch(config: Config, args: argparse.Namespace) -> int:
     """Fetch as the recipient's system would: verify its network's seal, decrypt a classified
     package with this agency's keys, verify the sender's signature, then (classified) send the
-    agency's own signed 01 receipt. A failure is reported to the gateway's trace and nothing is written."""
+    agency's own signed 01 receipt once the file is written. A failure is reported to the
+    gateway's trace and nothing is written."""
     code = AgencyCode.parse(args.agency).value
-    client = _client(config, code)
-    sealed = client.request("GET", f"/v1/edocs/{args.id}").body
-    registry = _registry(config)
-    agency = registry.get(code)
-    if agency is None:
-        raise ConfigError(f"agency {code} is not in {config.registry}")
-    trust = wiring.trust(config, registry)
-    now = datetime.now(UTC)
-    try:
-        opened = open_delivery(
-            sealed,
-            trust=trust,
-            network=agency.network,
-            at=now,
-            decryption_keys=decryption_keys(config.certs, code),
-        )
-    except GatewayError as exc:
-        body = json.dumps({"stage": "open", "reason": exc.message}).encode()
-        with contextlib.suppress(GatewayError):
-            client.request("POST", f"/v1/edocs/{args.id}/failures", body, "application/json")
-        raise
-    classified = opened.transfer.routing.classification is not Classification.NONE
-    if args.output:
-        Path(args.output).write_bytes(opened.package)
-        if classified:
-            os.chmod(args.output, 0o600)  # plaintext of a classified document: owner only
-        hops = " → ".join(f"{h.network}:{h.action}" for h in opened.transfer.hops)
-        print(
-            f"saved {args.output}: signed by {opened.signer.code}, seal of the {agency.network} adapter "
-            f"verified; hops {hops}"
-        )
-    else:
-        sys.stdout.buffer.write(opened.package)
-    if classified and opened.transfer.routing.kind == "edoc":
-        receipt = arrival_receipt(config.certs, code, opened, opened.sealed, now=now)
-        client.post_xml(f"/v1/edocs/{args.id}/status", receipt)
+    with _client(config, args, code) as client:
+        delivery = client.fetch(args.id, acknowledge=False)
+        classified = delivery.classification is not Classification.NONE
         if args.output:
-            print(f"signed 01 receipt sent to {opened.content.sender}")
+            Path(args.output).write_bytes(delivery.package)
+            if classified:
+                os.chmod(args.output, 0o600)  # plaintext of a classified document: owner only
+            hops = " → ".join(f"{h.network}:{h.action}" for h in delivery.hops)
+            print(
+                f"saved {args.output}: signed by {delivery.signed_by}, seal of the {client.keys.network} "
+                f"adapter verified; hops {hops}"
+            )
+        else:
+            sys.stdout.buffer.write(delivery.package)
+        if classified and isinstance(delivery.content, Edoc):
+            client.acknowledge(delivery)
+            if args.output:
+                print(f"signed 01 receipt sent to {delivery.content.sender}")
     return 0
 
 
@@ -235,56 +213,48 @@ def status(config: Config, args: argparse.Namespace) -> int:
     except ValueError:
         known = ", ".join(c.value for c in StatusCode)
         raise BadRequest(f"unknown status code {args.code!r}; use one of {known}") from None
-    return _send_status(config, code, args.id, status_code, args.note)
+    return _send_status(config, args, code, status_code, args.note)
 
 
 def recall(config: Config, args: argparse.Namespace) -> int:
     """The sender asks every recipient to give a document back: a signed 13 with the reason."""
     code = AgencyCode.parse(args.agency).value
-    return _send_status(config, code, args.id, StatusCode.RECALL_REQUESTED, args.reason)
+    return _send_status(config, args, code, StatusCode.RECALL_REQUESTED, args.reason)
 
 
-def _send_status(config: Config, code: str, doc_id: str, status_code: StatusCode, note: str | None) -> int:
-    client = _client(config, code)
-    about = client.get_json(f"/v1/edocs/{doc_id}/receipts")
-    # ResponseFor/OrganId names the original's sender; the gateway carries a 13 so addressed to
-    # every recipient of the original, and any other status to that sender.
-    root = build_status(
-        sender=Organ(code),
-        about_organ=about["from"],
-        about_document_id=about["document_id"],
-        code=status_code,
-        now=datetime.now(LOCAL_TZ),
-        description=note,
-    )
-    reply = client.post_xml(f"/v1/edocs/{doc_id}/status", sign_package(config.certs, code, root))
+def _send_status(
+    config: Config, args: argparse.Namespace, code: str, status_code: StatusCode, note: str | None
+) -> int:
+    with _client(config, args, code) as client:
+        accepted = client.status(args.id, status_code, note)
     print(
-        f"{reply['id']}  status {status_code.value} ({STATUS_MEANING[status_code.value]}) sent to "
-        + ", ".join(r["code"] for r in reply["recipients"])
+        f"{accepted.id}  status {status_code.value} ({STATUS_MEANING[status_code.value]}) sent to "
+        + ", ".join(r.code for r in accepted.recipients)
     )
     return 0
 
 
 def receipts(config: Config, args: argparse.Namespace) -> int:
     code = AgencyCode.parse(args.agency).value
-    reply = _client(config, code).get_json(f"/v1/edocs/{args.id}/receipts")
+    with _client(config, args, code) as client:
+        view = client.receipts(args.id)
     if args.json:
-        print_json(reply)
+        print_json(view.raw)
         return 0
-    print(f"{reply['id']}  {reply['document_id']}  from {reply['from']}{_chain(reply)}")
-    for r in reply["recipients"]:
+    print(f"{view.id}  {view.document_id}  from {view.sender}{_chain(view)}")
+    for r in view.recipients:
         via = (
-            f" (addressed to {r['addressed']}, forwarded via {' → '.join(r['forwarded_via'])})"
-            if r["forwarded_via"]
+            f" (addressed to {r.addressed}, forwarded via {' → '.join(r.forwarded_via)})"
+            if r.forwarded_via
             else ""
         )
-        recall_part = f"  recall {r['recall']}" if r.get("recall") else ""
-        change_part = f"  change {r['change']}" if r.get("change") else ""
-        print(f"  {r['recipient']} [{r['network']}] {r['state']}{via}{recall_part}{change_part}")
-        for s in r["receipts"]:
-            ok = "signature ok" if s["signature_valid"] else f"SIGNATURE INVALID: {s.get('problem', '')}"
-            when = local_time(s["at"])
-            print(f"      {s['code']} {s['meaning']:<24} {when}  signed by {s['signed_by']}, {ok}")
-    if reply["unconfirmed"]:
-        print("  not yet confirmed (no 01): " + ", ".join(reply["unconfirmed"]))
+        recall_part = f"  recall {r.recall}" if r.recall else ""
+        change_part = f"  change {r.change}" if r.change else ""
+        print(f"  {r.recipient} [{r.network}] {r.state}{via}{recall_part}{change_part}")
+        for s in r.receipts:
+            ok = "signature ok" if s.signature_valid else f"SIGNATURE INVALID: {s.problem or ''}"
+            when = local_time(s.at.isoformat())
+            print(f"      {s.code} {s.meaning:<24} {when}  signed by {s.signed_by}, {ok}")
+    if view.unconfirmed:
+        print("  not yet confirmed (no 01): " + ", ".join(view.unconfirmed))
     return 0

@@ -55,6 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     send = sub.add_parser("send", help="sign and send a document as an agency")
     send.add_argument("--as", dest="agency", required=True, metavar="CODE")
+    _url_option(send)
     send.add_argument("file", nargs="?", help="an edXML package to sign (if unsigned) and send")
     send.add_argument("--to", action="append", default=[], metavar="CODE")
     send.add_argument("--subject")
@@ -64,6 +65,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--classification",
         choices=["mat", "toi-mat", "tuyet-mat"],
         help="secrecy level (Mật, Tối mật, Tuyệt mật)",
+    )
+    send.add_argument(
+        "--due",
+        metavar="DATE",
+        help="deadline (DueDate, Vietnam time): yyyy/MM/dd [HH:mm:ss], dd/MM/yyyy or yyyy-MM-dd; "
+        "a date alone means the end of that day",
     )
     send.add_argument("--attach", action="append", default=[], metavar="FILE")
     send.add_argument("--document-id", help="default: CODE,yyyy/MM/dd,<random>/GW")
@@ -83,16 +90,19 @@ def _build_parser() -> argparse.ArgumentParser:
 
     inbox = sub.add_parser("inbox", help="list documents waiting for an agency")
     inbox.add_argument("--as", dest="agency", required=True, metavar="CODE")
+    _url_option(inbox)
     inbox.add_argument("--all", action="store_true", help="include documents already fetched")
     inbox.add_argument("--json", action="store_true")
 
     fetch = sub.add_parser("fetch", help="fetch, verify and save a delivered document")
     fetch.add_argument("--as", dest="agency", required=True, metavar="CODE")
+    _url_option(fetch)
     fetch.add_argument("id")
     fetch.add_argument("-o", "--output", help="file for the sender's signed edXML package (default: stdout)")
 
     status = sub.add_parser("status", help="send a status (01-06, 13, 15, 16) about a document")
     status.add_argument("--as", dest="agency", required=True, metavar="CODE")
+    _url_option(status)
     status.add_argument("id")
     status.add_argument("code")
     status.add_argument("--note")
@@ -101,11 +111,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "recall", help="ask every recipient of a document you sent to give it back (status 13)"
     )
     recall.add_argument("--as", dest="agency", required=True, metavar="CODE")
+    _url_option(recall)
     recall.add_argument("id")
     recall.add_argument("--reason", required=True, help="why (the status's Description)")
 
     receipts = sub.add_parser("receipts", help="receipts and statuses of a document")
     receipts.add_argument("--as", dest="agency", required=True, metavar="CODE")
+    _url_option(receipts)
     receipts.add_argument("id")
     receipts.add_argument("--json", action="store_true")
 
@@ -123,6 +135,14 @@ def _build_parser() -> argparse.ArgumentParser:
     certs_cli.register(sub)  # the security officer's commands
     oversight_cli.register(sub)  # trace, audit, operator
     return p
+
+
+def _url_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        help="the gateway to talk to, https://HOST:PORT (default: $GATEWAY_URL, else where `gateway serve` "
+        "in this home listens, else the config's port)",
+    )
 
 
 def _database_option(parser: argparse.ArgumentParser) -> None:

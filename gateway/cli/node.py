@@ -11,7 +11,7 @@ from pathlib import Path
 from gateway.errors import NotFound
 from gateway.infra.sql.store import SqlStore
 from gateway.operators import logs
-from gateway.runtime import wiring
+from gateway.runtime import listening, wiring
 from gateway.runtime.config import Config
 from gateway.runtime.node import init_home, serve_forever
 
@@ -33,7 +33,14 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         f"  gateway --home {config.home} send --as 000.00.00.G22 --to 000.00.00.A01 "
         '--subject "Thử nghiệm liên thông"'
     )
-    asyncio.run(serve_forever(config, port=args.port))
+    # Recorded in the home while it runs, so that the next command here reaches this port.
+    where = listening.record_path(config.home, Path(args.config) if args.config else None)
+    try:
+        asyncio.run(
+            serve_forever(config, port=args.port, on_listening=lambda url: listening.record(where, url))
+        )
+    finally:
+        listening.clear(where)
     return 0
 
 

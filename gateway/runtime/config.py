@@ -110,7 +110,9 @@ class Config:
 
     @property
     def url(self) -> str:
-        host = "localhost" if self.host in ("127.0.0.1", "::1", "localhost") else self.host
+        # Loopback or every interface: from this machine it is localhost, the name the dev server
+        # certificate carries.
+        host = "localhost" if self.host in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::") else self.host  # noqa: S104
         return f"https://{host}:{self.port}"
 
 

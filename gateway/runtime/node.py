@@ -9,6 +9,7 @@ import os
 import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -410,12 +411,16 @@ class Node:
         await self.store.close()
 
 
-async def serve_forever(config: Config, *, port: int | None = None) -> None:
+async def serve_forever(
+    config: Config, *, port: int | None = None, on_listening: Callable[[str], None] | None = None
+) -> None:
+    """Run a node until SIGINT or SIGTERM; ``on_listening`` is given its URL once it listens."""
     node = Node(config)
     bound = await node.start(port=port)
-    print(
-        f"gateway: serving on https://localhost:{bound} (home {config.home}, pid {os.getpid()})", flush=True
-    )
+    url = replace(config, port=bound).url
+    print(f"gateway: serving on {url} (home {config.home}, pid {os.getpid()})", flush=True)
+    if on_listening is not None:
+        on_listening(url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal
