@@ -36,6 +36,7 @@ from gateway.exchange.mailbox import Mailbox, changes
 from gateway.exchange.ports import EventRecord, InboxItem, Store
 from gateway.exchange.ratelimit import SubmissionLimiter, retry_after_header
 from gateway.http.edge import peer_gone, watch_body
+from gateway.http.openapi import contract_bytes
 from gateway.operators import logs
 from gateway.operators.logs import clean_request_id
 from gateway.operators.metrics import EdgeCounts
@@ -260,6 +261,12 @@ class Api:
             {"total": len(rows), "agencies": [agency_view(a) for a in rows[offset : offset + limit]]}
         )
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        """This API's OpenAPI contract: for any active agency, as every /v1 route (it is also in the
+        source tree, gateway/http/openapi.json, for an integrator without a certificate yet)."""
+        self.agency_of(request)
+        return web.Response(body=contract_bytes(), content_type="application/json", charset="utf-8")
+
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "pending_routes": await self._store.pending_routes()})
 
@@ -370,6 +377,7 @@ def make_app(
     app.router.add_get("/v1/edocs/{id}/trace", api.trace)
     app.router.add_get("/v1/agencies", api.agencies)
     app.router.add_post("/v1/transfers", api.receive_transfer)
+    app.router.add_get("/v1/openapi.json", api.openapi)
     app.router.add_get("/healthz", api.healthz)
     return app
 
