@@ -28,6 +28,7 @@ from gateway.infra.files.registry_csv import load_registry
 from gateway.pki.trust import RegistryTrust
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node, init_home
+from tests.api_contract import contract_session
 
 G22 = "000.00.00.G22"  # Văn phòng Chính phủ (government)
 H41 = "000.00.00.H41"  # UBND tỉnh Nghệ An (government)
@@ -137,7 +138,7 @@ async def agency(node: Node, config: Config) -> AsyncIterator[Callable[[str | No
     sessions: list[aiohttp.ClientSession] = []
 
     def make(code: str | None) -> AgencyClient:
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(config, code)))
+        session = contract_session(client_context(config, code))  # answers checked against the contract
         sessions.append(session)
         return AgencyClient(code or "-", session, f"https://localhost:{node.port}")
 

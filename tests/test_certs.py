@@ -37,6 +37,7 @@ from gateway.infra.files.pki_dir import agency_paths, ca_paths, load_key_pair, r
 from gateway.pki.inventory import CertState, Slot
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node
+from tests.api_contract import contract_session
 from tests.conftest import (
     A01,
     G22,
@@ -209,7 +210,7 @@ async def refused_or_status(ctx: ssl.SSLContext, port: int) -> int:
     """The status of GET /v1/inbox over a connection with ``ctx``; 0 if the handshake refused it."""
     try:
         async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session,
+            contract_session(ctx) as session,
             session.get(f"https://localhost:{port}/v1/inbox") as r,
         ):
             return r.status
@@ -613,7 +614,7 @@ async def test_carrier_processes_pick_up_a_rotated_seal_key(home: Path, agency: 
     await node.start(port=0)
     try:
         ctx = client_context(config, G22)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as g22:
+        async with contract_session(ctx) as g22:
 
             async def send(number: str) -> str:
                 async with g22.post(

@@ -30,6 +30,7 @@ from gateway.exchange.checking import check_package
 from gateway.runtime.checkers import CheckerPool, _Answers
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node
+from tests.api_contract import contract_session
 from tests.conftest import A01, G22, H41, client_context, make_package, set_setting
 from tests.processes import alive, children
 
@@ -127,8 +128,8 @@ async def test_past_the_queue_a_package_is_refused_with_retry_after(home: Path) 
     base = f"https://localhost:{node.port}"
     try:
         async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(config, G22))) as g22,
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(config, H41))) as h41,
+            contract_session(client_context(config, G22)) as g22,
+            contract_session(client_context(config, H41)) as h41,
         ):
 
             async def send(session: aiohttp.ClientSession, raw: bytes) -> tuple[int, str, str | None]:

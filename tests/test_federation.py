@@ -24,6 +24,7 @@ import pytest
 from gateway.agency_side.packages import open_delivery
 from gateway.domain.vocabulary import Network
 from gateway.runtime.config import Config
+from tests.api_contract import contract_session
 from tests.conftest import A01, G22, H41, I01, client_context, make_package, trust_for
 from tests.processes import free_port
 
@@ -85,9 +86,7 @@ class Federation:
 
     def session(self, code: str) -> aiohttp.ClientSession:
         if code not in self.sessions:
-            self.sessions[code] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=client_context(self.config, code))
-            )
+            self.sessions[code] = contract_session(client_context(self.config, code))
         return self.sessions[code]
 
     async def call(self, code: str, network: Network, method: str, path: str, body: bytes | None = None):

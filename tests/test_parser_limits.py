@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import fields
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from gateway.domain.xmlsafe import DEFAULT_LIMITS, XmlLimits, parse_xml
 from gateway.errors import ConfigError, ForbiddenXmlConstruct, MalformedXml
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node
+from tests.api_contract import contract_session
 from tests.conftest import A01, G22, AgencyClient, client_context, make_package, set_setting
 
 SMALL = XmlLimits(
@@ -338,8 +338,7 @@ async def strict_node(home: Path) -> AsyncIterator[Node]:
 async def test_a_lowered_limit_takes_effect(strict_node: Node, home: Path) -> None:
     config = load_config(home)
     assert config.xml_limits.max_namespaces == 2 and config.xml_limits.max_elements == 4000
-    connector = aiohttp.TCPConnector(ssl=client_context(config, G22))
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with contract_session(client_context(config, G22)) as session:
         client = AgencyClient(G22, session, f"https://localhost:{strict_node.port}")
         status, body = await client.send(make_package(config, G22, [A01]))
         assert (status, body["error"]) == (400, "forbidden_xml")

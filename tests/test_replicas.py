@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from gateway.runtime.config import Config
+from tests.api_contract import contract_session
 from tests.conftest import A01, G22, H41, I01, client_context, make_package
 from tests.processes import alive, children, free_port, start_gateway, wait_healthy
 
@@ -92,7 +93,7 @@ async def test_two_replicas_share_one_queue(config: Config, home: Path, pg_datab
     procs = [start(home, "r1"), start(home, "r2")]
     try:
         ctx = client_context(config, G22)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+        async with contract_session(ctx) as session:
             for proc, port, name in zip(procs, ports, ("r1", "r2"), strict=True):
                 await healthy(session, port, proc, home, name)
             packages = [
@@ -126,7 +127,7 @@ async def test_killed_replicas_claims_are_taken_over(config: Config, home: Path,
     r1, r2 = start(home, "r1"), start(home, "r2")
     try:
         ctx = client_context(config, G22)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+        async with contract_session(ctx) as session:
             await healthy(session, ports[0], r1, home, "r1")
             await healthy(session, ports[1], r2, home, "r2")
             packages = [

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from gateway.runtime.config import Config
+from tests.api_contract import contract_session
 from tests.conftest import A01, G22, H41, I01, client_context, make_package, set_setting
 from tests.processes import alive, children, free_port, start_gateway, wait_healthy
 
@@ -48,9 +49,7 @@ async def test_sigkill_mid_burst_loses_and_duplicates_nothing(config: Config, ho
     proc = start_server(home, port)
     killed_with_pending = False
     workers: list[int] = []
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=client_context(config, G22))
-    ) as session:
+    async with contract_session(client_context(config, G22)) as session:
         await wait_healthy(session, base, proc, home / "serve.log")
 
         async def send(i: int) -> None:

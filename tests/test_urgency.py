@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import pytest
 
 from gateway.agency_side.packages import sign_package
@@ -17,6 +16,7 @@ from gateway.domain.vocabulary import Network, Priority, StatusCode
 from gateway.exchange.deadlines import VIETNAM, DeadlineWatcher, due_at
 from gateway.runtime.config import Config
 from gateway.runtime.node import Node
+from tests.api_contract import contract_session
 from tests.conftest import A01, G22, H41, I01, client_context, set_setting, wait_delivered
 from tests.conftest import make_package as package
 
@@ -79,7 +79,7 @@ async def test_flood_gets_429_then_everything_is_accepted(config: Config, home) 
     try:
         packages = [package(config, G22, [A01], document_id=f"{G22},2026/11/22,{i}/R") for i in range(10)]
         ctx = client_context(config, G22)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+        async with contract_session(ctx) as s:
             refused: list[tuple[int, float]] = []
             ids = set()
             for i, p in enumerate(packages):

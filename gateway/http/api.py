@@ -40,6 +40,7 @@ from gateway.exchange.notifications import Endpoints
 from gateway.exchange.ports import Endpoint, EventRecord, InboxItem, Store
 from gateway.exchange.ratelimit import SubmissionLimiter, retry_after_header
 from gateway.http.edge import peer_gone, watch_body
+from gateway.http.openapi import contract_bytes
 from gateway.operators import logs
 from gateway.operators.logs import clean_request_id
 from gateway.operators.metrics import EdgeCounts
@@ -241,7 +242,10 @@ class Api:
         # the gateway's word, so it travels beside the package, not in it.
         newer = await self._mailbox.superseded_by(agency, request.match_info["id"])
         content_type, pieces = frame(sealed, package)
-        response = web.StreamResponse(headers={"Content-Type": content_type})
+        # Streamed, so prepared here: the middleware cannot add its header once the body is going.
+        response = web.StreamResponse(
+            headers={"Content-Type": content_type, "X-Request-Id": request[REQUEST_ID]}
+        )
         response.content_length = sum(len(piece) for piece in pieces)
         if newer is not None:
             response.headers["X-Superseded-By"] = newer
@@ -309,6 +313,12 @@ class Api:
         if not await self._endpoint_book().remove(agency):
             raise NotFound(f"agency {agency} has no notification endpoint")
         return web.Response(status=204)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """This API's OpenAPI contract: for any active agency, as every /v1 route (it is also in the
+        source tree, gateway/http/openapi.json, for an integrator without a certificate yet)."""
+        self.agency_of(request)
+        return web.Response(body=contract_bytes(), content_type="application/json", charset="utf-8")
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "pending_routes": await self._store.pending_routes()})
@@ -445,6 +455,7 @@ def make_app(
     app.router.add_put("/v1/notifications/endpoint", api.put_endpoint)
     app.router.add_get("/v1/notifications/endpoint", api.get_endpoint)
     app.router.add_delete("/v1/notifications/endpoint", api.delete_endpoint)
+    app.router.add_get("/v1/openapi.json", api.openapi)
     app.router.add_get("/healthz", api.healthz)
     return app
 

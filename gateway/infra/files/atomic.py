@@ -20,7 +20,10 @@ def make_dirs(path: Path) -> None:
     try:
         missing = [p for p in (path, *path.parents) if not p.exists()]
         for p in reversed(missing):
-            p.mkdir(mode=0o700)
+            try:
+                p.mkdir(mode=0o700)
+            except FileExistsError:
+                continue  # made meanwhile by another process (two nodes of one home starting at once)
             os.chmod(p, 0o700)  # mkdir's mode is filtered by the umask; be exact
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
