@@ -53,7 +53,7 @@ def test_a_failed_install_returns_1_and_the_shell_goes_on(tmp_path: Path) -> Non
     (checkout / "scripts").mkdir(parents=True)
     shutil.copy(ROOT / "scripts" / "_env.sh", checkout / "scripts")
     shutil.copy(ROOT / "pyproject.toml", checkout)
-    session = f"source {checkout / 'scripts' / '_env.sh'}; echo \"sourced=$?\"; echo \"alive in $PWD\""
+    session = f'source {checkout / "scripts" / "_env.sh"}; echo "sourced=$?"; echo "alive in $PWD"'
     result = interactive_bash(session, tmp_path, PYTHON="false")  # creating the venv fails
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["sourced=1", f"alive in {tmp_path}"]
