@@ -18,11 +18,11 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from gateway.crypto.pki import Role, TrustAnchors
-from gateway.domain.clock import Clock
+from gateway.domain.clock import Clock, shown
 from gateway.errors import CertificateRejected
 from gateway.exchange.ports import EventRecord, NewEvent
 from gateway.pki.events import cert_event
-from gateway.pki.inventory import CertRecord, CertState, Inventory, OwnerKind, Slot, iso
+from gateway.pki.inventory import CertRecord, CertState, Inventory, OwnerKind, Slot
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,12 @@ def find_problems(
         who = f"{r.owner} {r.role.value} certificate {r.serial}"
         if r.state(now) is CertState.EXPIRED:
             problems.append(
-                Problem("expired", r.owner, r.role, r.serial, f"{who} expired on {iso(r.not_after)}", r)
+                Problem("expired", r.owner, r.role, r.serial, f"{who} expired on {shown(r.not_after)}", r)
             )
             continue
         if r.not_after - now <= within:
             days = (r.not_after - now).total_seconds() / 86400
-            message = f"{who} expires on {iso(r.not_after)} (in {days:.0f} days)"
+            message = f"{who} expires on {shown(r.not_after)} (in {days:.0f} days)"
             problems.append(Problem("expiring", r.owner, r.role, r.serial, message, r))
         if r.kind is OwnerKind.CA or anchors is None:
             continue  # CAs are checked when the anchors are built

@@ -1,0 +1,119 @@
+"""The rough edges a new user hit in the commands (issue 14), each pinned by a test that fails on
+the old behaviour: operator validity, the certificate table, one time zone rule, a closed pipe,
+``agencies show``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import entry as cli
+from gateway.domain.clock import shown
+from gateway.infra.files.pki_dir import read_inventory
+from gateway.infra.files.pki_init import LEAF_DAYS
+from gateway.pki.inventory import OPERATOR_DAYS
+from gateway.runtime.config import Config
+from tests.conftest import COMMUNE, G16
+
+UTC_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")  # how the log stores a time
+SHOWN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+07:00")
+
+
+def run(home: Path, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["--home", str(home), *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_both_ways_to_issue_an_operator_certificate_give_the_same_validity(
+    home: Path, config: Config
+) -> None:
+    assert run(home, "certs", "issue", "--operator", "ops-a")[0] == 0
+    assert run(home, "operator", "issue", "ops-b")[0] == 0
+    assert run(home, "certs", "issue", "--agency", G16.replace("G16", "G12"), "--role", "sign")[0] == 0
+    records = {r.owner: r for r in read_inventory(config.certs)}
+    for owner in ("OPERATOR.ops-a", "OPERATOR.ops-b"):
+        lasted = records[owner].not_after - records[owner].issued_at
+        assert abs(lasted - timedelta(days=OPERATOR_DAYS)) < timedelta(minutes=10), (owner, lasted)
+    staged = [
+        r for r in read_inventory(config.certs) if r.owner == "000.00.00.G12" and r.slot.value == "next"
+    ]
+    assert abs(staged[0].not_after - staged[0].issued_at - timedelta(days=LEAF_DAYS)) < timedelta(minutes=10)
+    # --help says the defaults the commands use (spelt out there so that parsing stays light).
+    from gateway.cli import certs_args
+
+    assert (certs_args.LEAF_DAYS_SAID, certs_args.OPERATOR_DAYS_SAID) == (LEAF_DAYS, OPERATOR_DAYS)
+
+
+def test_certs_list_has_a_header_and_aligned_columns(home: Path) -> None:
+    assert run(home, "certs", "issue", "--operator", "a-rather-long-operator-name")[0] == 0
+    code, out, _ = run(home, "certs", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "OWNER", "ROLE", "STATE", "SERIAL", "KEY", "VALID", "FROM", "VALID", "UNTIL", "FINGERPRINT",
+    ]  # fmt: skip
+    owners = {line.split()[0] for line in lines[1:]}
+    assert {"ADAPTER.GOVERNMENT", "OPERATOR.a-rather-long-operator-name", "000.00.00.G22"} <= owners
+    # Every column starts where its header does, however long the owner's code.
+    starts = [lines[0].index(h) for h in ("ROLE", "STATE", "SERIAL", "KEY", "VALID FROM", "FINGERPRINT")]
+    for line in lines[1:]:
+        for start in starts:
+            assert line[start - 2 : start] == "  " and line[start] != " ", (line, start)
+
+
+def test_every_time_the_certificate_commands_print_is_vietnam_time_and_says_so(home: Path) -> None:
+    assert run(home, "certs", "issue", "--agency", "000.00.00.H41", "--role", "sign")[0] == 0
+    serial = next(r.serial for r in read_inventory(home / "certs_dev") if r.slot.value == "next")
+    assert run(home, "certs", "rotate", "--agency", "000.00.00.H41", "--role", "sign")[0] == 0
+    assert run(home, "certs", "revoke", serial, "--reason", "test")[0] == 0
+    outputs = {
+        "list": run(home, "certs", "list")[1],
+        "check": run(home, "certs", "check", "--within", "3650")[1],  # every certificate "expiring"
+        "log": run(home, "certs", "log")[1],
+        "issue": run(home, "certs", "issue", "--operator", "ops-tz")[1],
+    }
+    for name, out in outputs.items():
+        assert SHOWN.search(out), (name, out)
+        assert not UTC_STAMP.search(out), f"certs {name} printed a UTC time: {out}"
+    # The same instant, not only the same look: the expiry in `check` is the record's not_after.
+    record = next(r for r in read_inventory(home / "certs_dev") if r.owner == "000.00.00.G22")
+    assert shown(record.not_after) in outputs["check"]
+    assert shown(datetime(2026, 12, 4, 3, 4, 5, tzinfo=UTC)) == "2026-12-04 10:04:05 +07:00"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["certs", "list", "--json"], ["certs", "list"], ["agencies", "list"], ["certs", "export-ca"]],
+)
+def test_a_reader_that_closes_the_pipe_early_gets_no_error(home: Path, command: list[str]) -> None:
+    """``gateway certs list --json | head`` once ended with ``gateway: error: Broken pipe``."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte: every write fails with EPIPE
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "--home", str(home), *command],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.stderr == "", result.stderr
+    assert result.returncode == 141  # as a tool ended by SIGPIPE: a pipeline with pipefail still sees it
+
+
+def test_agencies_show_prints_a_dash_for_nothing_never_python_none(home: Path) -> None:
+    for code in (G16, COMMUNE):  # retired without a parent; a commune without successor or children
+        status, out, _ = run(home, "agencies", "show", code)
+        assert status == 0
+        assert "None" not in out and not re.search(r":\s*$", out, re.M), out
+    assert "     parent: -" in run(home, "agencies", "show", G16)[1]
+    assert "   children: -" in run(home, "agencies", "show", COMMUNE)[1]
