@@ -8,6 +8,7 @@ import contextlib
 import io
 import os
 import re
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -117,3 +118,23 @@ def test_agencies_show_prints_a_dash_for_nothing_never_python_none(home: Path) -
         assert "None" not in out and not re.search(r":\s*$", out, re.M), out
     assert "     parent: -" in run(home, "agencies", "show", G16)[1]
     assert "   children: -" in run(home, "agencies", "show", COMMUNE)[1]
+
+
+def test_a_second_serve_on_a_busy_port_fails_before_it_touches_the_database(home: Path) -> None:
+    busy = socket.create_server(("127.0.0.1", 0))  # the first `serve`, as far as the port goes
+    port = busy.getsockname()[1]
+    fresh = home / "fresh.db"  # a database that does not exist yet: opening it would create it
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "--home", str(home), "serve", "--port", str(port),
+             "--database", f"sqlite:///{fresh}"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        busy.close()
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gateway: error:")]
+    assert len(errors) == 1 and f"127.0.0.1:{port}: the port is in use" in errors[0], result.stderr
+    assert "--port" in errors[0] and "Traceback" not in result.stderr
+    assert not list(home.glob("fresh.db*")), "the database was created before the port was tried"
+    assert not (home / "gateway.db").exists()

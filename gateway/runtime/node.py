@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from gateway.exchange.ports import RouteJob
 from gateway.exchange.ratelimit import Limit, SubmissionLimiter
 from gateway.http.api import Api, make_app, server_tls_context
 from gateway.http.console import Console
-from gateway.http.edge import EdgeLimits, EdgeSite
+from gateway.http.edge import EdgeLimits, EdgeSite, bind_listeners
 from gateway.infra.files.dev_ca import CertOffice
 from gateway.infra.files.keys import load_seal_key
 from gateway.infra.files.pki_dir import (
@@ -308,8 +309,9 @@ class Node:
             max_connections_per_client=c.max_connections_per_client,
         )
 
-    async def start(self, *, port: int | None = None) -> int:
-        """Serve HTTPS and start carrying documents; returns the bound port (0 picks a free one)."""
+    async def start(self, *, port: int | None = None, sockets: Sequence[socket.socket] = ()) -> int:
+        """Serve HTTPS and start carrying documents; returns the bound port (0 picks a free one).
+        ``sockets``: listeners bound beforehand (``bind_listeners``), served instead of binding."""
         crt, key = server_paths(self.config.certs)
         ctx = server_tls_context(str(crt), str(key), str(self.config.certs / "trust.pem"))
         self._tls = ctx  # load_cert_chain on this live context serves a rotated certificate
@@ -322,6 +324,7 @@ class Node:
             ssl_context=ctx,
             limits=self.edge_limits(),
             counts=self.metrics.edge,
+            sockets=sockets,
         )
         await site.start()
         self.port = site.port
@@ -388,8 +391,16 @@ class Node:
 
 
 async def serve_forever(config: Config, *, port: int | None = None) -> None:
-    node = Node(config)
-    bound = await node.start(port=port)
+    # The port first: a second `serve` on a busy port is refused before it opens (and migrates)
+    # the database.
+    listeners = bind_listeners(config.host, config.port if port is None else port)
+    try:
+        node = Node(config)
+    except BaseException:
+        for s in listeners:
+            s.close()
+        raise
+    bound = await node.start(sockets=listeners)
     print(
         f"gateway: serving on https://localhost:{bound} (home {config.home}, pid {os.getpid()})", flush=True
     )
