@@ -1,11 +1,13 @@
 """The rough edges a new user hit in the commands (issue 14), each pinned by a test that fails on
 the old behaviour: operator validity, the certificate table, one time zone rule, a closed pipe,
-``agencies show``."""
+``agencies show``, a second ``serve`` on a busy port, the certificates ``init`` made."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import json
 import os
 import re
 import socket
@@ -21,8 +23,9 @@ from gateway.domain.clock import shown
 from gateway.infra.files.pki_dir import read_inventory
 from gateway.infra.files.pki_init import LEAF_DAYS
 from gateway.pki.inventory import OPERATOR_DAYS
-from gateway.runtime.config import Config
-from tests.conftest import COMMUNE, G16
+from gateway.runtime.config import Config, load_config
+from gateway.runtime.node import Node
+from tests.conftest import COMMUNE, G16, set_setting
 
 UTC_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")  # how the log stores a time
 SHOWN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+07:00")
@@ -138,3 +141,41 @@ def test_a_second_serve_on_a_busy_port_fails_before_it_touches_the_database(home
     assert "--port" in errors[0] and "Traceback" not in result.stderr
     assert not list(home.glob("fresh.db*")), "the database was created before the port was tried"
     assert not (home / "gateway.db").exists()
+
+
+async def test_the_certificates_init_made_are_in_the_certificate_log_once(home: Path, config: Config) -> None:
+    """`gateway init` runs before any database exists; its certificates used to be missing from
+    `gateway certs log` for good. The first reader of the log, or the node at start, records them."""
+    made = {r.serial: r for r in read_inventory(config.certs)}
+    assert made and {r.issued_by for r in made.values()} == {"gateway init"}
+
+    def logged() -> list[dict[str, object]]:
+        code, out, err = run(home, "certs", "log", "--json")
+        assert code == 0, err
+        events: list[dict[str, object]] = json.loads(out)["events"]
+        return events
+
+    first = await asyncio.to_thread(logged)
+    issued = [e for e in first if e["event"] == "cert_issued"]
+    assert sorted(e["detail"]["serial"] for e in issued) == sorted(made)  # type: ignore[index]
+    assert {e["detail"]["by"] for e in issued} == {"gateway init"}  # type: ignore[index]
+    assert await asyncio.to_thread(logged) == first, "a second reading recorded them again"
+    # Text too: the table says who issued them.
+    assert (
+        "by=gateway init"
+        in (await asyncio.to_thread(run, home, "certs", "log", "--agency", "000.00.00.G22"))[1]
+    )
+
+    # A node started on a fresh database records them at start, without anyone reading first.
+    set_setting(home, "database", '"sqlite:///other.db"')
+    node = Node(load_config(home))
+    await node.start(port=0)
+    try:
+        for _ in range(200):  # the start-up certificate check runs as a task beside the server
+            seen = await node.store.events_where(kind_prefix="cert_issued")
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(str(e.detail["serial"]) for e in seen) == sorted(made)
+    finally:
+        await node.stop()

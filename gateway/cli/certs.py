@@ -27,6 +27,7 @@ from gateway.domain.clock import shown
 from gateway.errors import BadRequest, ConfigError, GatewayError, StoreError
 from gateway.exchange.ports import EventRecord, NewEvent
 from gateway.infra.files.dev_ca import CertOffice, Change
+from gateway.infra.files.pki_dir import read_inventory
 from gateway.infra.files.pki_init import LEAF_DAYS
 from gateway.infra.sql.store import SqlStore
 from gateway.pki.events import signer_revoked_events
@@ -38,7 +39,7 @@ from gateway.pki.inventory import (
     iso,
     normalise_serial,
 )
-from gateway.pki.problems import log_expiry
+from gateway.pki.problems import log_expiry, log_found
 from gateway.runtime import wiring
 from gateway.runtime.config import Config
 
@@ -248,7 +249,14 @@ def _log(config: Config, args: argparse.Namespace) -> int:
         detail = f'"serial": "{normalise_serial(args.serial)}'  # a prefix matches too
     elif args.agency:
         detail = f'"code": "{_owner_code(args.agency)}"'
-    events = _store_run(config, lambda store: store.events_where(kind_prefix="cert_", detail_contains=detail))
+
+    async def read(store: SqlStore) -> list[EventRecord]:
+        # What `gateway init` issued is recorded by the first reader of the log (it ran before
+        # there was one): an officer's first `certs log` shows it too.
+        await log_found(read_inventory(config.certs), store, at=datetime.now(UTC))
+        return await store.events_where(kind_prefix="cert_", detail_contains=detail)
+
+    events = _store_run(config, read)
     if args.json:
         _print_json({"events": [_event_view(e) for e in events]})
         return EXIT_OK

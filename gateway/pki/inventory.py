@@ -34,6 +34,7 @@ OPERATOR_PREFIX = "OPERATOR."
 # `gateway certs issue --operator` and its alias `gateway operator issue`. Shorter than an
 # agency's: it is a person's credential, imported into a browser.
 OPERATOR_DAYS = 365
+FOUND_BY = "gateway init"  # who made what is found on disk but not yet in the inventory
 # Shortest serial prefix an officer may type: long enough that a slip names no other certificate.
 MIN_SERIAL_PREFIX = 8
 

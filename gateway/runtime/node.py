@@ -40,16 +40,17 @@ from gateway.infra.files.pki_dir import (
     inventory_path,
     load_key_pair,
     load_trust_anchors,
+    read_inventory,
     server_paths,
 )
 from gateway.infra.files.pki_init import ensure_dev_pki
-from gateway.infra.files.pki_scan import FOUND_BY
 from gateway.infra.files.registry_csv import load_registry, write_registry
 from gateway.infra.peers import PeerLinks
 from gateway.infra.sql.notify import WorkListener, listener_dsn
 from gateway.infra.sql.reads import SqlOversight
 from gateway.operators.logs import EventLines
 from gateway.operators.metrics import EventFeed, Metrics
+from gateway.pki.inventory import FOUND_BY
 from gateway.pki.problems import DEFAULT_WARNING, CertificateWatch, Problem
 from gateway.runtime import wiring
 from gateway.runtime.carriers import ProcessCarrier, ThreadCarrier
@@ -218,7 +219,9 @@ class Node:
         self._tls: ssl.SSLContext | None = None
         self._cert_generation = self.trust.generation()
         self._cert_tasks: list[asyncio.Task[None]] = []
-        self.certificates = CertificateWatch(self._inspect_certificates, self.store, self.clock)
+        self.certificates = CertificateWatch(
+            self._inspect_certificates, self.store, self.clock, records=lambda: read_inventory(config.certs)
+        )
         self._wire_oversight(served)
 
     def _wire_oversight(self, served: tuple[Network, ...]) -> None:
