@@ -179,3 +179,31 @@ async def test_the_certificates_init_made_are_in_the_certificate_log_once(home: 
         assert sorted(str(e.detail["serial"]) for e in seen) == sorted(made)
     finally:
         await node.stop()
+
+
+def _readme_patterns() -> list[re.Pattern[str]]:
+    """The paths certs_dev/README.md names, as patterns: ``<x>`` any one name, ``{a,b}`` one of."""
+    readme = (Path(__file__).resolve().parents[1] / "certs_dev" / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```")[1]
+    patterns = []
+    for line in block.splitlines():
+        if not line or line[0] == " ":
+            continue  # a description continued
+        path = line.split()[0]
+        text = path.replace(".", r"\.").replace("<dir>", ".+")  # an agency's, adapter's or server
+        text = re.sub(r"<[^>]+>", "[^/]+", text)
+        text = re.sub(r"\{([^}]*)\}", lambda m: "(" + m.group(1).replace(",", "|") + ")", text)
+        patterns.append(re.compile(text))
+    return patterns
+
+
+def test_certs_dev_readme_names_every_file_the_pki_commands_write(home: Path) -> None:
+    assert run(home, "certs", "issue", "--agency", "000.00.00.G22", "--role", "encrypt")[0] == 0  # next/
+    assert run(home, "certs", "rotate", "--agency", "ADAPTER.PARTY", "--role", "encrypt")[0] == 0  # retired/
+    assert run(home, "certs", "issue", "--operator", "ops-files")[0] == 0  # operators/
+    certs = home / "certs_dev"
+    patterns = _readme_patterns()
+    written = sorted(str(p.relative_to(certs)) for p in certs.rglob("*") if p.is_file())
+    assert "networks/party/adapter/encrypt.key" in written
+    unnamed = [f for f in written if f != "README.md" and not any(p.fullmatch(f) for p in patterns)]
+    assert not unnamed, f"certs_dev/README.md does not say what these are: {unnamed}"
