@@ -207,3 +207,11 @@ def test_certs_dev_readme_names_every_file_the_pki_commands_write(home: Path) ->
     assert "networks/party/adapter/encrypt.key" in written
     unnamed = [f for f in written if f != "README.md" and not any(p.fullmatch(f) for p in patterns)]
     assert not unnamed, f"certs_dev/README.md does not say what these are: {unnamed}"
+
+
+def test_a_missing_config_file_is_named_with_what_to_check(home: Path, tmp_path: Path) -> None:
+    code, _, err = run(home, "--config", str(tmp_path / "node-party.toml"), "serve")
+    assert code == 1 and err.count("\n") == 1
+    assert "node-party.toml (--config) not found" in err and "gateway init" not in err, err
+    code, out, _ = run(home, "certs", "list", "--agency", "000.00.00.A99")
+    assert code == 0 and "without options lists them all" in out

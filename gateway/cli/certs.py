@@ -85,7 +85,12 @@ def _list(config: Config, args: argparse.Namespace) -> int:
         _print_json({"at": iso(now), "certificates": [r.view(now) for r in records]})
         return EXIT_OK
     if not records:
-        print("no certificates match")
+        filtered = args.agency or args.expiring_within is not None
+        print(
+            "no certificates match; `gateway certs list` without options lists them all"
+            if filtered
+            else "no certificates in the inventory; `gateway init` creates the dev PKI"
+        )
         return EXIT_OK
     header = ("OWNER", "ROLE", "STATE", "SERIAL", "KEY", "VALID FROM", "VALID UNTIL", "FINGERPRINT")
     rows = [
