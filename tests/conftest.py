@@ -29,6 +29,7 @@ from gateway.pki.trust import RegistryTrust
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node, init_home
 from tests.api_contract import contract_session
+from tests.processes import hold_closed_port
 
 G22 = "000.00.00.G22"  # Văn phòng Chính phủ (government)
 H41 = "000.00.00.H41"  # UBND tỉnh Nghệ An (government)
@@ -40,11 +41,25 @@ COMMUNE = "H41.12.05"
 
 
 @pytest.fixture(scope="session")
-def template_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def unreachable_port() -> Iterator[int]:
+    """A loopback port no one listens on during the session (see ``hold_closed_port``)."""
+    port, held = hold_closed_port()
+    try:
+        yield port
+    finally:
+        for s in held:
+            s.close()
+
+
+@pytest.fixture(scope="session")
+def template_home(tmp_path_factory: pytest.TempPathFactory, unreachable_port: int) -> Path:
     """One dev PKI per test session (key generation is the slow part); each test copies it."""
     home = tmp_path_factory.mktemp("template-home")
     init_home(home, now=datetime.now(UTC))
     set_setting(home, "carriers", "0")  # in-process tests carry in a thread; test_restart uses processes
+    # Never the default 8443: a test must not depend on what else runs here (README's server does).
+    # A test that talks to a server sets the port it started, or passes --port / --config.
+    set_setting(home, "port", str(unreachable_port))
     return home
 
 

@@ -5,6 +5,7 @@ command an operator (or docker-compose.yml) runs, on a free loopback port, and w
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import subprocess
 import sys
@@ -17,6 +18,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def hold_closed_port() -> tuple[int, list[socket.socket]]:
+    """A loopback port that refuses every connection for as long as the sockets are kept: bound
+    on 127.0.0.1 (and ::1 when there is IPv6) but never listening, so nothing else can take it.
+    Test homes use it as their configured port: a command run without a server then finds no
+    server, whatever runs on this machine (README's own on 8443 included)."""
+    for _ in range(20):
+        v4 = socket.socket()
+        v4.bind(("127.0.0.1", 0))
+        port = int(v4.getsockname()[1])
+        held = [v4]
+        if socket.has_ipv6:
+            v6 = socket.socket(socket.AF_INET6)
+            try:
+                v6.bind(("::1", port))
+                held.append(v6)
+            except OSError as exc:
+                v6.close()
+                if exc.errno != errno.EADDRNOTAVAIL:  # taken on ::1: try another port
+                    v4.close()
+                    continue
+        return port, held
+    raise RuntimeError("no loopback port free on both 127.0.0.1 and ::1")
 
 
 def start_gateway(home: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.runtime.config import Config
+from gateway.runtime.config import DEFAULT_PORT, Config, load_config
 from tests.api_contract import contract_session
 from tests.conftest import A01, G22, H41, I01, client_context, make_package, set_setting
 from tests.processes import alive, children, free_port, start_gateway, wait_healthy
@@ -137,3 +138,27 @@ def test_cli_mistakes_are_one_line(home: Path) -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_cli_mistakes_stay_one_line_while_a_server_listens_on_8443(home: Path) -> None:
+    """README's own `./scripts/serve` may be running on 8443 while the tests run: a test home
+    must not reach it. Something listens on 8443 here (this test's socket, or whatever already
+    holds the port), and a client command in a test home still finds no server."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("127.0.0.1", DEFAULT_PORT))
+        listener.listen()
+    except OSError:
+        pass  # taken: by a real server, which is the case this test is about
+    try:
+        assert load_config(home).port != DEFAULT_PORT
+        env = {**os.environ, "GATEWAY_HOME": str(home)}
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "inbox", "--as", G22],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and "cannot reach the gateway" in result.stderr, result.stderr
+    finally:
+        listener.close()

@@ -44,7 +44,8 @@ def agencies(config: Config, args: argparse.Namespace) -> int:
             print_json(view)
         else:
             for key, value in view.items():
-                print(f"{key:>11}: {', '.join(value) if isinstance(value, list) else value}")
+                shown = ", ".join(value) if isinstance(value, list) else value
+                print(f"{key:>11}: {shown or '-'}")  # JSON's null and [] are "-" to a person
         return 0
     rows = [a for a in registry if args.network is None or a.network.value == args.network]
     if args.json:

@@ -20,23 +20,32 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from zoneinfo import ZoneInfo
 
+from gateway.cli.output import table
 from gateway.crypto.pki import KeyType, Role, fingerprint
+from gateway.domain.clock import shown
 from gateway.errors import BadRequest, ConfigError, GatewayError, StoreError
 from gateway.exchange.ports import EventRecord, NewEvent
 from gateway.infra.files.dev_ca import CertOffice, Change
+from gateway.infra.files.pki_dir import read_inventory
+from gateway.infra.files.pki_init import LEAF_DAYS
 from gateway.infra.sql.store import SqlStore
 from gateway.pki.events import signer_revoked_events
-from gateway.pki.inventory import OPERATOR_PREFIX, CertRecord, OwnerKind, iso, normalise_serial
-from gateway.pki.problems import log_expiry
+from gateway.pki.inventory import (
+    OPERATOR_DAYS,
+    OPERATOR_PREFIX,
+    CertRecord,
+    OwnerKind,
+    iso,
+    normalise_serial,
+)
+from gateway.pki.problems import log_expiry, log_found
 from gateway.runtime import wiring
 from gateway.runtime.config import Config
 
 if TYPE_CHECKING:
     from gateway.http.console import OperatorCredentials
 
-LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 EXIT_OK, EXIT_ATTENTION = 0, 1
 T = TypeVar("T")
 
@@ -76,17 +85,26 @@ def _list(config: Config, args: argparse.Namespace) -> int:
         _print_json({"at": iso(now), "certificates": [r.view(now) for r in records]})
         return EXIT_OK
     if not records:
-        print("no certificates match")
-    for r in records:
+        filtered = args.agency or args.expiring_within is not None
         print(
-            f"{r.owner:<17} {r.role.value:<7} {r.state(now).value:<8} {r.serial[:16]:<16}  {r.key_type:<7} "
-            f"{_local(r.not_before)} → {_local(r.not_after)}  {r.fingerprint[:16]}"
+            "no certificates match; `gateway certs list` without options lists them all"
+            if filtered
+            else "no certificates in the inventory; `gateway init` creates the dev PKI"
         )
+        return EXIT_OK
+    header = ("OWNER", "ROLE", "STATE", "SERIAL", "KEY", "VALID FROM", "VALID UNTIL", "FINGERPRINT")
+    rows = [
+        (r.owner, r.role.value, r.state(now).value, r.serial[:16], r.key_type,
+         _local(r.not_before), _local(r.not_after), r.fingerprint[:16])
+        for r in records
+    ]  # fmt: skip
+    print("\n".join(table(header, rows)))
     return EXIT_OK
 
 
 def _issue(config: Config, args: argparse.Namespace) -> int:
-    days = int(_number(args.days, "--days", 1, 3650))
+    default = OPERATOR_DAYS if args.operator is not None else LEAF_DAYS
+    days = int(_number(args.days, "--days", 1, 3650)) if args.days is not None else default
     if args.operator is not None:
         return _issue_operator(config, args, days)
     if args.role is None:
@@ -119,7 +137,8 @@ def _issue_operator(config: Config, args: argparse.Namespace, days: int) -> int:
     if args.json:
         return _print_change(change, datetime.now(UTC), pkcs12_password=files.pkcs12_password)
     record = change.records[-1]
-    print(f"issued {record.owner} tls certificate {record.serial} (active), {record.key_type}, {days} days")
+    print(f"issued {record.owner} tls certificate {record.serial} (active), {record.key_type}")
+    print(f"  valid {_local(record.not_before)} → {_local(record.not_after)} ({days} days)")
     print(f"  {files.certificate}\n  {files.key}  (SECRET, 0600)")
     print(f"  {files.pkcs12}  (for a browser; SECRET, 0600), password: {files.pkcs12_password}")
     print(f"open {config.url}/console with it; trust {config.certs / 'trust.pem'} for the server")
@@ -235,22 +254,35 @@ def _log(config: Config, args: argparse.Namespace) -> int:
         detail = f'"serial": "{normalise_serial(args.serial)}'  # a prefix matches too
     elif args.agency:
         detail = f'"code": "{_owner_code(args.agency)}"'
-    events = _store_run(config, lambda store: store.events_where(kind_prefix="cert_", detail_contains=detail))
+
+    async def read(store: SqlStore) -> list[EventRecord]:
+        # What `gateway init` issued is recorded by the first reader of the log (it ran before
+        # there was one): an officer's first `certs log` shows it too.
+        await log_found(read_inventory(config.certs), store, at=datetime.now(UTC))
+        return await store.events_where(kind_prefix="cert_", detail_contains=detail)
+
+    events = _store_run(config, read)
     if args.json:
         _print_json({"events": [_event_view(e) for e in events]})
         return EXIT_OK
     if not events:
         print("no certificate events")
+        return EXIT_OK
+    rows = []
     for e in events:
         d = e.detail
         extra = ", ".join(
-            f"{k}={v}" for k, v in d.items() if k not in {"code", "role", "serial", "fingerprint"}
+            f"{k}={_local_iso(v) if k in _TIMES and isinstance(v, str) else v}"
+            for k, v in d.items()
+            if k not in {"code", "role", "serial", "fingerprint"}
         )
-        print(
-            f"{_local(e.at)}  {e.kind:<14} {d.get('code', ''):<17} {d.get('role', ''):<7} "
-            f"{d.get('serial', '')}  {extra}"
-        )
+        rows.append((_local(e.at), e.kind, d.get("code", ""), d.get("role", ""), d.get("serial", ""), extra))
+    print("\n".join(table(("TIME", "EVENT", "OWNER", "ROLE", "SERIAL", "DETAILS"), rows)))
     return EXIT_OK
+
+
+# Detail fields that hold a UTC time (as stored): shown in Vietnam time like every other time.
+_TIMES = frozenset({"not_after", "overlap_until", "revoked_at", "issued_at"})
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -343,7 +375,7 @@ def _print_json(value: Any) -> None:
 
 
 def _local(t: datetime) -> str:
-    return t.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+    return shown(t)
 
 
 def _local_iso(text: str) -> str:

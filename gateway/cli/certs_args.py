@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 # not load the crypto stack (tests/test_certs.py checks they agree).
 ROLE_CHOICES = ("tls", "sign", "encrypt")
 KEY_CHOICES = ("rsa2048", "rsa3072", "p256")
+# The default validity in days of gateway.infra.files.pki_init.LEAF_DAYS (agencies, adapters, the
+# server) and gateway.pki.inventory.OPERATOR_DAYS, for --help only (the commands use those).
+LEAF_DAYS_SAID, OPERATOR_DAYS_SAID = 825, 365
 
 
 def register(subparsers: Any) -> None:
@@ -43,7 +46,11 @@ def register(subparsers: Any) -> None:
     )
     issue.add_argument("--role", choices=ROLE_CHOICES, help="required with --agency; tls for an operator")
     issue.add_argument("--key", choices=list(KEY_CHOICES), default="p256")
-    issue.add_argument("--days", metavar="N", default="825")
+    issue.add_argument(
+        "--days",
+        metavar="N",
+        help=f"default: {LEAF_DAYS_SAID} (agency, adapter, gateway), {OPERATOR_DAYS_SAID} (operator)",
+    )
     _common(issue)
 
     rotate = sub.add_parser(

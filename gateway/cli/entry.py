@@ -6,6 +6,8 @@ Every mistake ends in one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,6 +21,7 @@ from gateway.errors import GatewayError, UsageError
 from gateway.runtime.config import database_url, load_config, resolve_home
 
 EXIT_ERROR, EXIT_USAGE = 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command ended by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,7 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         home = resolve_home(args.home)
-        return _dispatch(args, home)
+        code = _dispatch(args, home)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except UsageError as exc:
         print(f"gateway: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -170,6 +177,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"gateway: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_ERROR
+
+
+def _reader_went_away() -> int:
+    """``gateway certs list --json | head``: the reader closed the pipe, which is not an error of
+    the command; stop quietly, as a tool ended by SIGPIPE does. Whatever is still buffered for
+    stdout goes to /dev/null, so that Python's flush at exit cannot complain either."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def _dispatch(args: argparse.Namespace, home: Path) -> int:

@@ -22,7 +22,7 @@ from gateway.audit.signer import HeadSigner
 from gateway.audit.verify import AuditReport, verify_log
 from gateway.crypto.pki import PrivateKey, TrustAnchors
 from gateway.domain.agencies import AgencyCode
-from gateway.domain.clock import SystemClock
+from gateway.domain.clock import SystemClock, shown
 from gateway.domain.vocabulary import Network
 from gateway.errors import AuditError, BadRequest, NotFound
 from gateway.exchange.deadlines import WARN_BEFORE, at_risk_view, flag_kind
@@ -154,7 +154,7 @@ def _report(report: AuditReport, *, as_json: bool, what: str, offline: bool = Fa
         span = f"records {report.first_seq}–{report.last_seq}" if report.records else "no records"
         head = report.last_head
         signed = (
-            f"last signed head: record {head.seq} at {local(_utc(head.signed_at))} by {head.signer}"
+            f"last signed head: record {head.seq} at {shown(_utc(head.signed_at))} by {head.signer}"
             if head
             else "no signed head"
         )
@@ -322,6 +322,6 @@ def issue_operator(config: Config, args: argparse.Namespace) -> int:
 
     same = argparse.Namespace(
         certs_action="issue", operator=args.name, agency=None, role=None, key="p256",
-        days=str(args.days), by=None, json=False,
+        days=args.days, by=None, json=False,
     )  # fmt: skip
     return certs_commands.run(config, same)

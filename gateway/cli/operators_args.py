@@ -13,6 +13,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gateway.cli.certs_args import OPERATOR_DAYS_SAID
 from gateway.domain.vocabulary import DeliveryState
 
 if TYPE_CHECKING:
@@ -63,7 +64,9 @@ def register(subparsers: Any) -> None:
     op_sub = operator.add_subparsers(dest="operator_action", required=True, parser_class=type(operator))
     issue = op_sub.add_parser("issue", help="issue a TLS client certificate CN=OPERATOR.<NAME>")
     issue.add_argument("name")
-    issue.add_argument("--days", type=int, default=365)
+    issue.add_argument(
+        "--days", metavar="N", help=f"default: {OPERATOR_DAYS_SAID} (as `gateway certs issue --operator`)"
+    )
 
 
 def run(args: argparse.Namespace, config: Callable[[], Config]) -> int:

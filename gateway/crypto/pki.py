@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.domain.clock import shown
 from gateway.domain.vocabulary import Network
 from gateway.errors import CertificateRejected, CryptoError
 
@@ -221,7 +222,7 @@ def _short(fp: str) -> str:
 
 
 def _when(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return shown(t)  # Vietnam time, +07:00 said: the one rule for times in messages
 
 
 def require_aware(t: datetime, what: str) -> None:

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
+
+VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def shown(moment: datetime) -> str:
+    """A moment as a person reads it from the gateway: Vietnam time, saying so
+    (``2026-12-04 10:04:32 +07:00``).
+
+    The one rule for every time a command prints or a message names (certificate checks, the
+    certificate log, refusals, the inbox); what is stored, logged as JSON or answered in JSON
+    stays UTC ISO 8601. Pages and timelines that name the zone in their header print bare times.
+    """
+    local = moment.astimezone(VIETNAM)
+    offset = local.strftime("%z")  # +0700; Python 3.11's strftime has no %:z
+    return f"{local:%Y-%m-%d %H:%M:%S} {offset[:3]}:{offset[3:]}"
 
 
 class Clock(Protocol):

@@ -36,7 +36,7 @@ from gateway.operators.activity import window
 from gateway.operators.metrics import CertExpiry, EventFeed, Metrics, certificate_expiries
 from gateway.operators.readmodel import Oversight, Search
 from gateway.operators.timeline import build_timeline, parse_moment
-from gateway.pki.inventory import OPERATOR_PREFIX
+from gateway.pki.inventory import OPERATOR_DAYS, OPERATOR_PREFIX
 
 _OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}")
 _DOC_ID = re.compile(r"[0-9a-f]{32}")
@@ -71,7 +71,7 @@ def issue_operator(
     name: str,
     *,
     now: datetime,
-    days: int = 365,
+    days: int = OPERATOR_DAYS,
     network: Network = Network.GOVERNMENT,
     key_type: KeyType = KeyType.P256,
 ) -> OperatorCredentials:

@@ -24,10 +24,13 @@ echoes part of the request back) and logs it at INFO, not as an error.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
+import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
@@ -35,7 +38,7 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine, InvalidHeader, LineTooLong
 
-from gateway.errors import RequestTimeout, ServerBusy, TooManyConnections
+from gateway.errors import ConfigError, RequestTimeout, ServerBusy, TooManyConnections
 from gateway.operators.logs import clean_request_id
 from gateway.operators.metrics import EdgeCounts
 
@@ -237,11 +240,52 @@ class EdgeProtocol(web.RequestHandler):
         super().log_exception(*args, **kw)
 
 
+BACKLOG = 1024  # a burst of connects waits in the kernel's queue rather than being refused there
+
+
+def bind_listeners(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` names (as asyncio's ``create_server`` would:
+    ``SO_REUSEADDR``, IPv6 sockets IPv6 only), bound now.
+
+    ``gateway serve`` calls this before it opens the database, so that a port already in use
+    (a second ``serve``) is refused before any migration runs; the node then serves on these very
+    sockets. A busy port or an unusable host is a ``ConfigError`` saying what to change."""
+    where = f"{host or '*'}:{port}"
+    try:
+        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {where}: {exc.strerror}; check `host` in gateway.toml") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):  # one socket per address
+            s = socket.socket(family, kind, proto)
+            sockets.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # the port the first address got, on all of them
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            s.bind(address)
+            s.listen(BACKLOG)
+            s.setblocking(False)
+    except OSError as exc:
+        for s in sockets:
+            s.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"cannot listen on {where}: the port is in use (another `gateway serve`?); stop it, "
+                "or choose another port with `gateway serve --port N` or `port =` in the config"
+            ) from None
+        raise ConfigError(f"cannot listen on {where}: {exc.strerror}; check `host` and `port`") from None
+    return sockets
+
+
 class EdgeSite(web.BaseSite):
     """A TLS listener whose connections are ``EdgeProtocol``s (aiohttp's ``TCPSite`` has no
-    handshake timeout and makes plain ``RequestHandler``s)."""
+    handshake timeout and makes plain ``RequestHandler``s). It serves on ``sockets`` when given
+    (bound beforehand by ``bind_listeners``), else binds ``host``:``port`` when it starts."""
 
-    __slots__ = ("_counts", "_host", "_limits", "_port", "port")
+    __slots__ = ("_counts", "_host", "_limits", "_more", "_port", "_sockets", "port")
 
     def __init__(
         self,
@@ -252,12 +296,14 @@ class EdgeSite(web.BaseSite):
         ssl_context: ssl.SSLContext,
         limits: EdgeLimits,
         counts: EdgeCounts,
+        sockets: Sequence[socket.socket] = (),
     ) -> None:
-        # A burst of connects waits in the kernel's queue rather than being refused there.
-        super().__init__(runner, ssl_context=ssl_context, backlog=1024)
+        super().__init__(runner, ssl_context=ssl_context, backlog=BACKLOG)
         self._host, self._port = host, port
         self._limits, self._counts = limits, counts
-        self.port = port  # the bound port once started (port 0 picks a free one)
+        self._sockets = list(sockets)
+        self._more: list[asyncio.AbstractServer] = []  # one server per further address of the host
+        self.port = sockets[0].getsockname()[1] if sockets else port  # the bound port once started
 
     @property
     def name(self) -> str:
@@ -276,13 +322,27 @@ class EdgeSite(web.BaseSite):
                 keepalive_timeout=limits.header_timeout, lingering_time=min(_LINGER, limits.body_timeout),
             )  # fmt: skip
 
-        self._server = await loop.create_server(
-            protocol,
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
-            ssl_handshake_timeout=limits.tls_handshake_timeout,
-        )
-        sockets = getattr(self._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        sockets, self._sockets = self._sockets or bind_listeners(self._host, self._port), []
+        servers: list[asyncio.AbstractServer] = []
+        try:
+            for s in sockets:
+                servers.append(
+                    await loop.create_server(
+                        protocol, sock=s, ssl=self._ssl_context,
+                        ssl_handshake_timeout=limits.tls_handshake_timeout,
+                    )
+                )  # fmt: skip
+        except BaseException:
+            for started in servers:
+                started.close()
+            for s in sockets[len(servers) :]:
+                s.close()
+            raise
+        self._server, self._more = servers[0], servers[1:]
+        self.port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        for more in self._more:
+            more.close()
+        self._more = []
+        await super().stop()

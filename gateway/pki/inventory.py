@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.crypto.pki import Role
+from gateway.domain.clock import shown
 from gateway.domain.vocabulary import Network
 from gateway.errors import BadRequest, ConfigError, NotFound
 
@@ -29,6 +30,11 @@ ROOT_OWNER = "ROOT.CA"
 # An operator's console certificate is CN=OPERATOR.<name>: how the console recognises one, and
 # the owner code the inventory records it under (its files: operators/<name>/).
 OPERATOR_PREFIX = "OPERATOR."
+# How long an operator's console certificate lasts unless --days says otherwise: one value for
+# `gateway certs issue --operator` and its alias `gateway operator issue`. Shorter than an
+# agency's: it is a person's credential, imported into a browser.
+OPERATOR_DAYS = 365
+FOUND_BY = "gateway init"  # who made what is found on disk but not yet in the inventory
 # Shortest serial prefix an officer may type: long enough that a slip names no other certificate.
 MIN_SERIAL_PREFIX = 8
 
@@ -265,9 +271,9 @@ class Standing:
         every = frozenset(Role)
         for r in inventory:
             if r.revocation is not None:
-                self._limits[r.fingerprint] = (r.revocation.at, f"revoked on {iso(r.revocation.at)}", every)
+                self._limits[r.fingerprint] = (r.revocation.at, f"revoked on {shown(r.revocation.at)}", every)
             elif r.slot is Slot.RETIRED and r.retire_at is not None:
-                why = f"retired on {iso(r.retire_at)}" + (
+                why = f"retired on {shown(r.retire_at)}" + (
                     f" (replaced by {r.successor})" if r.successor else ""
                 )
                 self._limits[r.fingerprint] = (r.retire_at, why, frozenset({Role.TLS}))

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from gateway.crypto.pki import Role, TrustAnchors
-from gateway.domain.clock import Clock
+from gateway.domain.clock import Clock, shown
 from gateway.errors import CertificateRejected
 from gateway.exchange.ports import EventRecord, NewEvent
 from gateway.pki.events import cert_event
-from gateway.pki.inventory import CertRecord, CertState, Inventory, OwnerKind, Slot, iso
+from gateway.pki.inventory import FOUND_BY, CertRecord, CertState, Inventory, OwnerKind, Slot, iso
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,12 @@ def find_problems(
         who = f"{r.owner} {r.role.value} certificate {r.serial}"
         if r.state(now) is CertState.EXPIRED:
             problems.append(
-                Problem("expired", r.owner, r.role, r.serial, f"{who} expired on {iso(r.not_after)}", r)
+                Problem("expired", r.owner, r.role, r.serial, f"{who} expired on {shown(r.not_after)}", r)
             )
             continue
         if r.not_after - now <= within:
             days = (r.not_after - now).total_seconds() / 86400
-            message = f"{who} expires on {iso(r.not_after)} (in {days:.0f} days)"
+            message = f"{who} expires on {shown(r.not_after)} (in {days:.0f} days)"
             problems.append(Problem("expiring", r.owner, r.role, r.serial, message, r))
         if r.kind is OwnerKind.CA or anchors is None:
             continue  # CAs are checked when the anchors are built
@@ -138,9 +138,32 @@ async def log_expiry(problems: Sequence[Problem], store: CertificateLog, *, at: 
     return len(events)
 
 
+async def log_found(records: Iterable[CertRecord], store: CertificateLog, *, at: datetime) -> int:
+    """``cert_issued`` for each certificate ``gateway init`` made (or that was found on disk),
+    once; returns how many were new to the log.
+
+    ``gateway init`` runs before there is a delivery log to write to (the database may be chosen
+    later, and each node of a federation has its own), so what it issued is recorded by the first
+    command that opens this log for certificates: ``gateway serve`` at start, ``gateway certs log``.
+    The event's time is when it was recorded; ``issued_at`` says when the certificate was made."""
+    found = [r for r in records if r.issued_by == FOUND_BY]
+    if not found:
+        return 0
+    logged = {str(e.detail.get("serial")) for e in await store.events_where(kind_prefix="cert_issued")}
+    events = [
+        cert_event("cert_issued", r, at=at, by=FOUND_BY, state=r.state(at).value, issued_at=iso(r.issued_at))
+        for r in found
+        if r.serial not in logged
+    ]
+    if events:
+        await store.add_events(events)
+    return len(events)
+
+
 class CertificateWatch:
     """What ``gateway serve`` does at start and then daily: warn about certificates that need an
-    officer, in the log and (expiry, once per certificate) in the delivery log."""
+    officer, in the log and (expiry, once per certificate) in the delivery log; and record in the
+    delivery log the certificates ``gateway init`` made (``log_found``)."""
 
     def __init__(
         self,
@@ -149,8 +172,10 @@ class CertificateWatch:
         clock: Clock,
         *,
         interval: float = DAILY,
+        records: Callable[[], Iterable[CertRecord]] | None = None,
     ) -> None:
         self._inspect = inspect
+        self._records = records  # the inventory as saved: what init made is logged from it
         self._store = store
         self._clock = clock
         self.interval = interval  # seconds between checks, as the node runs them
@@ -162,4 +187,7 @@ class CertificateWatch:
         for p in problems:
             log.warning("certificate %s: %s", p.kind, p.message)
         await log_expiry(problems, self._store, at=now, by="gateway serve")
+        records = self._records
+        if records is not None:
+            await log_found(await asyncio.to_thread(lambda: list(records())), self._store, at=now)
         return problems

@@ -136,6 +136,10 @@ def load_config(home: Path, path: Path | None = None) -> Config:
 
     A ``[peers]`` table maps each other network to the URL of its node (federation).
     """
+    if path is not None and not path.exists():
+        # `gateway init` writes only HOME/gateway.toml: a node config named by --config is the
+        # operator's own file (README: One node per network), so init would not help.
+        raise ConfigError(f"config file {path} (--config) not found; check its path (relative to here)")
     path = path or home / CONFIG_FILE
     if not path.exists():
         raise ConfigError(f"{path} not found; run `gateway init` (with --home {home}) first")

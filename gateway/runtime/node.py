@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from gateway.exchange.ports import RouteJob
 from gateway.exchange.ratelimit import Limit, SubmissionLimiter
 from gateway.http.api import Api, make_app, server_tls_context
 from gateway.http.console import Console
-from gateway.http.edge import EdgeLimits, EdgeSite
+from gateway.http.edge import EdgeLimits, EdgeSite, bind_listeners
 from gateway.infra.files.dev_ca import CertOffice
 from gateway.infra.files.keys import load_seal_key
 from gateway.infra.files.pki_dir import (
@@ -41,10 +42,10 @@ from gateway.infra.files.pki_dir import (
     inventory_path,
     load_key_pair,
     load_trust_anchors,
+    read_inventory,
     server_paths,
 )
 from gateway.infra.files.pki_init import ensure_dev_pki
-from gateway.infra.files.pki_scan import FOUND_BY
 from gateway.infra.files.registry_csv import load_registry, write_registry
 from gateway.infra.peers import PeerLinks
 from gateway.infra.push import PushLinks
@@ -52,6 +53,7 @@ from gateway.infra.sql.notify import WorkListener, listener_dsn
 from gateway.infra.sql.reads import SqlOversight
 from gateway.operators.logs import EventLines
 from gateway.operators.metrics import EventFeed, Metrics
+from gateway.pki.inventory import FOUND_BY
 from gateway.pki.problems import DEFAULT_WARNING, CertificateWatch, Problem
 from gateway.runtime import wiring
 from gateway.runtime.carriers import ProcessCarrier, ThreadCarrier
@@ -237,7 +239,9 @@ class Node:
         self._tls: ssl.SSLContext | None = None
         self._cert_generation = self.trust.generation()
         self._cert_tasks: list[asyncio.Task[None]] = []
-        self.certificates = CertificateWatch(self._inspect_certificates, self.store, self.clock)
+        self.certificates = CertificateWatch(
+            self._inspect_certificates, self.store, self.clock, records=lambda: read_inventory(config.certs)
+        )
         self._wire_oversight(served)
 
     def _wire_oversight(self, served: tuple[Network, ...]) -> None:
@@ -328,8 +332,9 @@ class Node:
             max_connections_per_client=c.max_connections_per_client,
         )
 
-    async def start(self, *, port: int | None = None) -> int:
-        """Serve HTTPS and start carrying documents; returns the bound port (0 picks a free one)."""
+    async def start(self, *, port: int | None = None, sockets: Sequence[socket.socket] = ()) -> int:
+        """Serve HTTPS and start carrying documents; returns the bound port (0 picks a free one).
+        ``sockets``: listeners bound beforehand (``bind_listeners``), served instead of binding."""
         crt, key = server_paths(self.config.certs)
         ctx = server_tls_context(str(crt), str(key), str(self.config.certs / "trust.pem"))
         self._tls = ctx  # load_cert_chain on this live context serves a rotated certificate
@@ -342,6 +347,7 @@ class Node:
             ssl_context=ctx,
             limits=self.edge_limits(),
             counts=self.metrics.edge,
+            sockets=sockets,
         )
         await site.start()
         self.port = site.port
@@ -415,8 +421,16 @@ async def serve_forever(
     config: Config, *, port: int | None = None, on_listening: Callable[[str], None] | None = None
 ) -> None:
     """Run a node until SIGINT or SIGTERM; ``on_listening`` is given its URL once it listens."""
-    node = Node(config)
-    bound = await node.start(port=port)
+    # The port first: a second `serve` on a busy port is refused before it opens (and migrates)
+    # the database.
+    listeners = bind_listeners(config.host, config.port if port is None else port)
+    try:
+        node = Node(config)
+    except BaseException:
+        for s in listeners:
+            s.close()
+        raise
+    bound = await node.start(sockets=listeners)
     url = replace(config, port=bound).url
     print(f"gateway: serving on {url} (home {config.home}, pid {os.getpid()})", flush=True)
     if on_listening is not None:

@@ -25,6 +25,7 @@ from cryptography import x509
 from gateway.crypto.issuing import generate_key, make_leaf
 from gateway.crypto.pki import KeyType, PrivateKey, Role, cert_pem, fingerprint, key_pem
 from gateway.domain.agencies import Registry
+from gateway.domain.clock import shown
 from gateway.domain.vocabulary import Network, adapter_code
 from gateway.errors import BadRequest, CryptoError
 from gateway.exchange.ports import NewEvent
@@ -209,7 +210,7 @@ class CertOffice:
             if record.revocation is not None:
                 rev = record.revocation
                 raise BadRequest(
-                    f"certificate {record.serial} was already revoked on {iso(rev.at)} by {rev.by}"
+                    f"certificate {record.serial} was already revoked on {shown(rev.at)} by {rev.by}"
                 )
             if record.slot is Slot.ACTIVE and record.kind in (OwnerKind.ADAPTER, OwnerKind.SERVER):
                 owner = find_owner(record.owner, self._registry)

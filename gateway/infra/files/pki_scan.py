@@ -30,6 +30,7 @@ from gateway.infra.files.pki_dir import (
     server_paths,
 )
 from gateway.pki.inventory import (
+    FOUND_BY,
     OPERATOR_PREFIX,
     ROOT_OWNER,
     CertRecord,
@@ -40,8 +41,6 @@ from gateway.pki.inventory import (
     serial_hex,
     superseded,
 )
-
-FOUND_BY = "gateway init"  # who made what is found on disk but not yet in the inventory
 
 # (owner, kind, network if known from the path, role, certificate file, key file)
 ActiveFile = tuple[str, OwnerKind, Network | None, Role, Path, Path]
