@@ -240,6 +240,8 @@ async def test_operator_console_in_headless_chromium(
             d.find_element(By.LINK_TEXT, "Search").click()
             d.find_element(By.ID, "q").send_keys(document_id)
             d.find_element(By.ID, "search-button").click()
+            # The empty search page has its (empty) results too: wait for the answer to the query.
+            WebDriverWait(d, 10).until(ec.url_contains("q="))
             WebDriverWait(d, 10).until(ec.presence_of_element_located((By.ID, "results")))
             d.find_element(By.LINK_TEXT, doc_id).click()
 
