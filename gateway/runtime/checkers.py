@@ -95,6 +95,16 @@ def _run(op: str, args: tuple[Any, ...]) -> Checked | bytes:
 
 
 def _peak_bytes() -> int:
+    """This checker's peak address space (``VmPeak``, what ``RLIMIT_AS`` bounds). Not
+    ``ru_maxrss``: Linux carries that across ``execve`` from the process that started the checker,
+    so a checker started by a node grown to near the cap would refuse every package at once."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmPeak:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux counts in KiB
 
 
