@@ -41,6 +41,8 @@ answers with ``SignatureRejected.from_crypto`` (same status, code and message).
     │   ├── NotFound                      404 not_found
     │   ├── RequestTimeout                408 request_timeout
     │   ├── DocumentConflict              409 document_conflict
+    │   ├── AttachmentEncrypted           409 attachment_encrypted (a classified document's attachment:
+    │   │                                  the gateway holds only ciphertext; fetch and decrypt it)
     │   ├── PackageTooLarge               413 too_large
     │   ├── TooManyRequests               429 rate_limited (with Retry-After)
     │   ├── TooManyConnections            429 too_many_connections (one client certificate holds its cap)
@@ -52,6 +54,8 @@ answers with ``SignatureRejected.from_crypto`` (same status, code and message).
     ├── ServerBusy                        503 server_busy (the gateway holds its cap of connections)
     ├── CheckersBusy                      503 checkers_busy (every package checker busy, queue full;
     │                                      with Retry-After)
+    ├── UploadsBusy                       503 uploads_busy (the bytes of uploads in flight are at
+    │                                      their budget; with Retry-After)
     ├── CheckerFailed                     (a checker process died or answered nonsense: 500)
     ├── ConsoleRefused                    (console: 401 or 403, answered as an HTML page)
     ├── ConfigError                       (operator: bad home, config or registry file)
@@ -245,6 +249,14 @@ class DocumentConflict(ClientError):
     status, code = 409, "document_conflict"
 
 
+class AttachmentEncrypted(ClientError):
+    """One attachment of a classified document cannot be served: the gateway stores only the
+    ciphertext for the recipients. The recipient fetches the document and decrypts it on its side
+    (``gateway fetch --attachment`` does that)."""
+
+    status, code = 409, "attachment_encrypted"
+
+
 class PackageTooLarge(ClientError):
     status, code = 413, "too_large"
 
@@ -300,6 +312,18 @@ class CheckersBusy(GatewayError):
     document system retries it, and a bound so that waiting packages cannot fill the memory."""
 
     status, code = 503, "checkers_busy"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UploadsBusy(GatewayError):
+    """The uploads being read hold ``max_upload_bytes_in_flight`` between them: this one was not
+    read and nothing was stored; send again after ``retry_after`` seconds. Load, not the client's
+    fault (a 503), and the bound that keeps concurrent 50 MB uploads from exhausting memory."""
+
+    status, code = 503, "uploads_busy"
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)

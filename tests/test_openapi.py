@@ -200,10 +200,14 @@ def adapter_client(config: Config, network: Network, port: int) -> AgencyClient:
     )
 
 
+def _templated(found: re.Match[str]) -> str:
+    return "/v1/edocs/{id}" + ("/attachments/{cid}" if found.group(1) else "")
+
+
 def called(since: int) -> set[tuple[str, str, int]]:
     """The (operation, status) pairs checked against the contract since ``since``, ids as {id}."""
     return {
-        (method, re.sub(r"^/v1/edocs/[^/]+", "/v1/edocs/{id}", path), status)
+        (method, re.sub(r"^/v1/edocs/[^/]+(/attachments/[^/]+)?", _templated, path), status)
         for method, path, status in api_contract.CHECKED[since:]
     }
 
@@ -255,6 +259,7 @@ async def test_each_route_once_answers_as_the_contract_says(
     assert (await g22.call("GET", f"/v1/edocs/{doc_id}/receipts"))[0] == 200
     assert (await i01.call("GET", f"/v1/edocs/{doc_id}/receipts"))[0] == 404
     assert (await g22.call("GET", f"/v1/edocs/{doc_id}/trace"))[0] == 200
+    assert (await a01.call("GET", f"/v1/edocs/{doc_id}/attachments/cid:1"))[0] == 404  # it has none
     assert (await g22.call("DELETE", "/v1/inbox"))[0] == 405  # no such operation: still an Error body
 
     endpoint = "/v1/notifications/endpoint"

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import io
 import json
 import secrets
 import ssl
@@ -66,6 +68,7 @@ from gateway.errors import (
     BadRequest,
     CheckersBusy,
     ClientError,
+    CryptoError,
     GatewayError,
     GatewayUnreachable,
     RemoteError,
@@ -88,6 +91,7 @@ __all__ = [
 
 VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 XML = "application/xml; charset=utf-8"
+_ONE_WRITE = 1 << 20
 T = TypeVar("T")
 
 
@@ -322,6 +326,20 @@ class AsyncAgencyClient:
             return await self.acknowledge(delivery)
         return delivery
 
+    async def attachment(self, doc_id: str, content_id: str) -> bytes:
+        """One attachment of an unclassified document, as ``GET /v1/edocs/{id}/attachments/{cid}``
+        serves it, refused unless its bytes have the SHA-256 the gateway says they have. (To hold
+        it against the sender's own signature too, compare it with ``fetch(...).attachments``, as
+        ``gateway fetch --attachment`` does; a classified document's attachments come only that way.)"""
+        path = f"/v1/edocs/{_id(doc_id)}/attachments/{quote(content_id, safe='')}"
+        answer = await self._request("GET", path)
+        if hashlib.sha256(answer.body).hexdigest() != answer.headers.get("x-content-sha256"):
+            raise CryptoError(
+                f"attachment {content_id!r} of document {doc_id} is not what the gateway says it is "
+                "(its SHA-256 differs from X-Content-SHA256)"
+            )
+        return answer.body
+
     async def acknowledge(self, delivery: Delivery) -> Delivery:
         """Send this agency's own signed 01 over the digest of exactly what was fetched: proof of
         delivery to the agency, not merely to a gateway (mandatory for classified documents)."""
@@ -367,7 +385,9 @@ class AsyncAgencyClient:
         if content_type:
             sent["Content-Type"] = content_type
         try:
-            async with self._open_session().request(method, self.url + path, data=body, headers=sent) as r:
+            # A large body goes as a file-like one: aiohttp then sends it in chunks, not one write.
+            data = io.BytesIO(body) if body is not None and len(body) > _ONE_WRITE else body
+            async with self._open_session().request(method, self.url + path, data=data, headers=sent) as r:
                 answer = _Answer(r.status, await r.read(), {k.lower(): v for k, v in r.headers.items()})
         except aiohttp.ClientSSLError as exc:
             raise GatewayUnreachable(f"TLS with the gateway at {self.url} failed: {_reason(exc)}") from exc
@@ -476,6 +496,10 @@ class AgencyClient:
     def fetch(self, doc_id: str, *, acknowledge: bool = True) -> Delivery:
         """See ``AsyncAgencyClient.fetch``."""
         return self._run(self._async.fetch(doc_id, acknowledge=acknowledge))
+
+    def attachment(self, doc_id: str, content_id: str) -> bytes:
+        """See ``AsyncAgencyClient.attachment``."""
+        return self._run(self._async.attachment(doc_id, content_id))
 
     def acknowledge(self, delivery: Delivery) -> Delivery:
         """See ``AsyncAgencyClient.acknowledge``."""

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import mimetypes
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.agency_side.client import AgencyClient, AgencyKeys, Draft, InboxEntry, Receipts
+from gateway.agency_side.client import AgencyClient, AgencyKeys, Delivery, Draft, InboxEntry, Receipts
 from gateway.cli.output import local_time, print_json
 from gateway.domain.agencies import AgencyCode, Registry
 from gateway.domain.edxml import Attachment, Edoc
+from gateway.domain.edxml.attachments import content_key
 from gateway.domain.vocabulary import Classification, Priority, StatusCode
-from gateway.errors import BadRequest, GatewayUnreachable, NotFound, UsageError
+from gateway.errors import BadRequest, CryptoError, GatewayUnreachable, NotFound, UsageError
 from gateway.exchange.mailbox import STATUS_MEANING
 from gateway.http.api import agency_view
+from gateway.infra.files.atomic import write_atomic
 from gateway.runtime import listening, wiring
 from gateway.runtime.config import CONFIG_FILE, Config
 
@@ -189,7 +192,9 @@ def fetch(config: Config, args: argparse.Namespace) -> int:
     with _client(config, args, code) as client:
         delivery = client.fetch(args.id, acknowledge=False)
         classified = delivery.classification is not Classification.NONE
-        if args.output:
+        if args.attachment is not None:
+            _save_attachment(client, delivery, args.attachment, args.output, classified)
+        elif args.output:
             Path(args.output).write_bytes(delivery.package)
             if classified:
                 os.chmod(args.output, 0o600)  # plaintext of a classified document: owner only
@@ -205,6 +210,34 @@ def fetch(config: Config, args: argparse.Namespace) -> int:
             if args.output:
                 print(f"signed 01 receipt sent to {delivery.content.sender}")
     return 0
+
+
+def _save_attachment(
+    client: AgencyClient, delivery: Delivery, content_id: str, output: str | None, classified: bool
+) -> None:
+    """Write one attachment, taken from the package whose signature was just verified (decrypted
+    first when classified). For an unclassified document the gateway's own copy
+    (``GET .../attachments/{cid}``) is fetched too and must be the same bytes: a gateway serving
+    anything but the signed attachment is caught here, not by the reader of the file."""
+    if output is None:
+        raise UsageError("--attachment needs -o FILE (an attachment is not written to a terminal)")
+    wanted = content_key(content_id)
+    signed = next((a for a in delivery.attachments if a.content_id == wanted), None)
+    if signed is None:
+        known = ", ".join(a.content_id for a in delivery.attachments) or "none"
+        raise NotFound(f"document {delivery.id} has no attachment {content_id!r}; its ContentIds: {known}")
+    if not classified:
+        served = client.attachment(delivery.id, content_id)
+        if hashlib.sha256(served).digest() != hashlib.sha256(signed.data).digest():
+            raise CryptoError(
+                f"the gateway served attachment {content_id!r} with other bytes than the sender signed"
+            )
+    # Owner-only when it is the plaintext of a classified document; in place only when complete.
+    write_atomic(Path(output), signed.data, 0o600 if classified else None)
+    print(
+        f"saved {output}: attachment {wanted} ({signed.content_type}, {len(signed.data)} bytes, "
+        f"SHA-256 {hashlib.sha256(signed.data).hexdigest()}) of a package signed by {delivery.signed_by}"
+    )
 
 
 def status(config: Config, args: argparse.Namespace) -> int:

@@ -102,6 +102,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _url_option(fetch)
     fetch.add_argument("id")
     fetch.add_argument("-o", "--output", help="file for the sender's signed edXML package (default: stdout)")
+    fetch.add_argument(
+        "--attachment",
+        metavar="CID",
+        help="write only this attachment (its ContentId, with or without cid:) to -o FILE, "
+        "checked against the signed package",
+    )
 
     status = sub.add_parser("status", help="send a status (01-06, 13, 15, 16) about a document")
     status.add_argument("--as", dest="agency", required=True, metavar="CODE")

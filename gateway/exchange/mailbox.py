@@ -8,6 +8,7 @@ that the document exists (404, not 403, so ids cannot be probed).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
+from lxml import etree
 
 from gateway.adapters.network import NetworkAdapter
 from gateway.adapters.ports import Trust
@@ -24,17 +26,19 @@ from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.agencies import Registry
 from gateway.domain.clock import Clock
 from gateway.domain.edxml import (
+    Attachment,
     BusinessDocType,
     Edoc,
     Organ,
     Status,
+    attachment_by_content_id,
     build_status,
     read_package,
     signature_location,
 )
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, StatusCode
 from gateway.domain.xmlsafe import parse_xml
-from gateway.errors import ClientError, Forbidden, GatewayError, NotFound
+from gateway.errors import AttachmentEncrypted, ClientError, Forbidden, GatewayError, NotFound, StoreError
 from gateway.exchange.intake import status_document
 from gateway.exchange.ports import (
     DeliveryRecord,
@@ -133,6 +137,39 @@ class Mailbox:
         if first and receipt is not None:
             self._on_accepted()
         return sealed, package
+
+    async def attachment(self, agency: str, doc_id: str, content_id: str) -> Attachment:
+        """One attachment of a document delivered to ``agency``, decoded from the stored package
+        (checked against the digest it was stored with, then parsed off the event loop). A
+        classified document's attachments are ciphertext here: ``AttachmentEncrypted``. Reading
+        one is recorded in the trace; it is not a fetch (no 01 is issued)."""
+        doc, deliveries = await self._visible(agency, doc_id)
+        mine = next((d for d in deliveries if d.recipient == agency), None)
+        if mine is None:
+            raise Forbidden(f"agency {agency} sent document {doc_id} but is not one of its recipients")
+        if mine.state not in (DeliveryState.DELIVERED, DeliveryState.FETCHED):
+            raise NotFound(
+                f"document {doc_id} is not in the inbox of {agency} (delivery state: {mine.state})"
+            )
+        if doc.kind != "edoc":
+            raise NotFound(f"document {doc_id} is a status; it has no attachments")
+        if doc.classification is not Classification.NONE:
+            raise AttachmentEncrypted(
+                f"document {doc_id} is classified ('{doc.classification.slug}'): the gateway holds only its "
+                "ciphertext; fetch the document and decrypt it (gateway fetch --attachment does)"
+            )
+        package = await self._store.package(doc_id)
+        if package is None:
+            raise NotFound(f"document {doc_id} has no stored package")
+        found = await asyncio.to_thread(_attachment_in, package, doc.package_sha256, content_id)
+        if found is None:
+            raise NotFound(f"document {doc_id} has no attachment with ContentId {_shown_cid(content_id)}")
+        event = NewEvent(
+            "attachment_fetched", self._clock.now(), doc_id, agency, mine.network.value,
+            {"content_id": found.content_id, "size": len(found.data)},
+        )  # fmt: skip
+        await self._store.add_events([event])
+        return found
 
     def _arrival_receipt(self, doc: DocumentRecord, delivery: DeliveryRecord, sealed: bytes) -> NewDocument:
         """A 01 status, signed on the recipient's side over the digest of exactly what was delivered."""
@@ -266,6 +303,21 @@ class Mailbox:
                 events = [e for e in events if e.recipient in (None, agency)]
             return events
         return await self._store.events(doc_id)
+
+
+def _attachment_in(package: bytes, sha256: str | None, content_id: str) -> Attachment | None:
+    """Read one attachment from a stored, unclassified package: only bytes whose digest is the one
+    recorded when the package was accepted (its sender's signature verified then) are read."""
+    if sha256 is not None and hashlib.sha256(package).hexdigest() != sha256:
+        raise StoreError("the stored package changed since it was accepted (its SHA-256 differs)")
+    root = parse_xml(package, max_bytes=max(len(package), 1))
+    etree.strip_elements(root, etree.Comment, with_tail=False)  # as the verifier read it
+    return attachment_by_content_id(root, content_id)
+
+
+def _shown_cid(content_id: str) -> str:
+    shown = "".join(ch for ch in content_id if ch.isprintable())[:64]
+    return repr(shown)
 
 
 def _any(cert: x509.Certificate) -> x509.Certificate:

@@ -8,10 +8,14 @@ else is a 500 that names only the request id (the log has the rest).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
+import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -32,6 +36,7 @@ from gateway.errors import (
     RequestTimeout,
     TooManyRequests,
     Unauthenticated,
+    UploadsBusy,
 )
 from gateway.exchange.inbound import Inbound
 from gateway.exchange.intake import Accepted, Intake
@@ -95,7 +100,7 @@ async def _handle(request: web.Request, handler: Handler, request_id: str) -> we
             response.headers["Retry-After"] = retry_after_header(exc.retry_after)
         if isinstance(exc, RequestTimeout):
             response.force_close()  # the rest of a late body is not waited for
-    except CheckersBusy as exc:  # load, not the client's fault: a 503 it may retry after a while
+    except (CheckersBusy, UploadsBusy) as exc:  # load, not the client's fault: 503, retry after a while
         log.info("%s %s -> 503 %s", request.method, request.path, exc.code, extra={"request_id": request_id})
         response = _error(exc.status, exc.code, exc.message, request_id)
         response.headers["Retry-After"] = retry_after_header(exc.retry_after)
@@ -150,8 +155,10 @@ class Api:
         network: Network | None = None,
         inbound: Inbound | None = None,
         endpoints: Endpoints | None = None,
+        uploads: UploadBudget | None = None,
     ) -> None:
         self._endpoints = endpoints
+        self._uploads = uploads or UploadBudget(None)
         self._limiter = limiter
         self._network = network
         self._inbound = inbound
@@ -220,12 +227,14 @@ class Api:
             level = Classification.from_slug(declared.strip()) if declared else None
         except BadRequest as exc:
             raise BadRequest(f"X-Classification header: {exc.message}") from None
-        accepted = await self._intake.submit(agency, await request.read(), declared=level)
+        with self._uploads.hold(_upload_size(request)):
+            accepted = await self._intake.submit(agency, await request.read(), declared=level)
         return web.json_response(_accepted_view(accepted), status=202)
 
     async def post_status(self, request: web.Request) -> web.Response:
         agency = self.agency_of(request)
-        accepted = await self._intake.submit(agency, await request.read(), about=request.match_info["id"])
+        with self._uploads.hold(_upload_size(request)):
+            accepted = await self._intake.submit(agency, await request.read(), about=request.match_info["id"])
         return web.json_response(_accepted_view(accepted), status=202)
 
     async def inbox(self, request: web.Request) -> web.Response:
@@ -254,6 +263,19 @@ class Api:
             await response.write(piece)
         await response.write_eof()
         return response
+
+    async def attachment(self, request: web.Request) -> web.Response:
+        """One decoded attachment of an unclassified document, by its ContentId, with its type, a
+        safe file name and its SHA-256 (``X-Content-SHA256``, hex) to check it by."""
+        agency = self.agency_of(request)
+        found = await self._mailbox.attachment(agency, request.match_info["id"], request.match_info["cid"])
+        headers = {
+            "Content-Type": found.content_type if _MEDIA_TYPE.fullmatch(found.content_type) else _OCTETS,
+            "Content-Disposition": content_disposition(found.name),
+            "X-Content-SHA256": hashlib.sha256(found.data).hexdigest(),
+            "X-Content-Type-Options": "nosniff",  # never rendered as what it claims: it is a file
+        }
+        return web.Response(body=found.data, headers=headers)
 
     async def report_failure(self, request: web.Request) -> web.Response:
         """A recipient's system reports that it could not decrypt or verify what it fetched."""
@@ -322,6 +344,51 @@ class Api:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "pending_routes": await self._store.pending_routes()})
+
+
+class UploadBudget:
+    """How many bytes of request bodies may be read at once (``max_upload_bytes_in_flight``):
+    past it, an upload is answered ``503 uploads_busy`` with Retry-After before its body is read,
+    so that concurrent 50 MB uploads cannot exhaust the node's memory. One upload is always let
+    in when none is held, so a budget below one package cannot refuse everything. Each upload
+    holds its Content-Length (the package limit when it sends none) until its answer."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._limit = limit
+        self._held = 0
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    @contextlib.contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        if self._limit is not None and self._held and self._held + size > self._limit:
+            raise UploadsBusy(
+                f"the gateway is reading {self._held} bytes of uploads, its budget is {self._limit}; "
+                "nothing was stored, send again in 1 s",
+                retry_after=1.0,
+            )
+        self._held += size
+        try:
+            yield
+        finally:
+            self._held -= size
+
+
+def _upload_size(request: web.Request) -> int:
+    return request.content_length if request.content_length is not None else request.app[MAX_BYTES]
+
+
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}")
+_OCTETS = "application/octet-stream"
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with the file name twice: plain ASCII (anything else, quotes, slashes and
+    controls as ``_``) for old clients, and RFC 5987 UTF-8 for the rest; never a path."""
+    plain = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\/;' else "_" for ch in name) or "attachment"
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 async def _read_within(request: web.Request, limit: int) -> bytes:
@@ -446,6 +513,7 @@ def make_app(
     app.router.add_post("/v1/edocs", api.submit)
     app.router.add_get("/v1/inbox", api.inbox)
     app.router.add_get("/v1/edocs/{id}", api.fetch)
+    app.router.add_get("/v1/edocs/{id}/attachments/{cid}", api.attachment)
     app.router.add_post("/v1/edocs/{id}/status", api.post_status)
     app.router.add_get("/v1/edocs/{id}/receipts", api.receipts)
     app.router.add_post("/v1/edocs/{id}/failures", api.report_failure)

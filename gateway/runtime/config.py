@@ -32,6 +32,8 @@ database = "sqlite:///gateway.db"
 registry = "registry.csv"      # the agency registry; edit it and restart
 certs = "certs_dev"            # dev PKI created by `gateway init`
 max_package_bytes = 52428800   # 50 MiB; at most 209715200 (200 MiB)
+max_upload_bytes_in_flight = 209715200  # bytes of uploads read at once (four 50 MiB packages);
+                               # past it: 503 uploads_busy with Retry-After, nothing stored
 sqlite_synchronous = "FULL"    # FULL: an accepted document survives power loss, not only a crash
 submit_rate = 100.0            # documents/s each agency may sustain (0: no limit); above: 429
 submit_burst = 2000            # ... and how many it may send at once above that rate
@@ -88,6 +90,7 @@ class Config:
     submit_checkers: int = DEFAULT_CHECKERS
     submit_cpu_seconds: float = 5.0  # the kernel counts a checker's CPU time, not the time it waits
     submit_memory_mb: int = 1024
+    max_upload_bytes_in_flight: int = 4 * 50 * 1024 * 1024
     submit_queue: int = 64
     network: Network | None = None  # None: one node serves all three networks (embedded default)
     peers: Mapping[Network, str] = field(default_factory=dict)  # network -> https URL of its node
@@ -123,6 +126,7 @@ def resolve_home(arg: str | None) -> Path:
 
 KNOWN_SETTINGS = {
     "node", "host", "port", "database", "registry", "certs", "max_package_bytes", "sqlite_synchronous",
+    "max_upload_bytes_in_flight",
     "carriers", "submit_rate", "submit_burst", "network", "give_up_after", "lease_seconds",
     "submit_checkers", "submit_cpu_seconds", "submit_memory_mb", "submit_queue",
     "tls_handshake_timeout", "header_timeout", "body_timeout", "max_connections",
@@ -166,6 +170,9 @@ def load_config(home: Path, path: Path | None = None) -> Config:
             registry=base / str(data.get("registry", "registry.csv")),
             certs=base / str(data.get("certs", "certs_dev")),
             max_package_bytes=_package_bytes(data),
+            max_upload_bytes_in_flight=_positive(
+                int, data, "max_upload_bytes_in_flight", 4 * _package_bytes(data)
+            ),
             sqlite_synchronous=str(data.get("sqlite_synchronous", "FULL")).upper(),
             carriers=int(data.get("carriers", 0)),
             submit_rate=float(data.get("submit_rate", 100.0)),

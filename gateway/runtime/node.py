@@ -32,7 +32,7 @@ from gateway.exchange.mailbox import Mailbox
 from gateway.exchange.notifications import Endpoints, Notifier
 from gateway.exchange.ports import RouteJob
 from gateway.exchange.ratelimit import Limit, SubmissionLimiter
-from gateway.http.api import Api, make_app, server_tls_context
+from gateway.http.api import Api, UploadBudget, make_app, server_tls_context
 from gateway.http.console import Console
 from gateway.http.edge import EdgeLimits, EdgeSite, bind_listeners
 from gateway.infra.files.dev_ca import CertOffice
@@ -228,6 +228,7 @@ class Node:
             network=config.network,
             inbound=inbound,
             endpoints=Endpoints(self.store, self.clock),
+            uploads=UploadBudget(config.max_upload_bytes_in_flight),
         )
         self._runner: web.AppRunner | None = None
         self._courier_task: asyncio.Task[None] | None = None

@@ -13,7 +13,12 @@ Fields are only ever acted on as read from what a signature verifier returned as
 
 from __future__ import annotations
 
-from gateway.domain.edxml.attachments import Attachment, attachments_of, check_attachment_name
+from gateway.domain.edxml.attachments import (
+    Attachment,
+    attachment_by_content_id,
+    attachments_of,
+    check_attachment_name,
+)
 from gateway.domain.edxml.building import (
     NewEdoc,
     Organ,
@@ -65,6 +70,7 @@ __all__ = [
     "Replacement",
     "StaffInfo",
     "Status",
+    "attachment_by_content_id",
     "attachments_of",
     "build_edoc",
     "build_status",

@@ -31,11 +31,13 @@ _PLAIN_ID = re.compile(r"[A-Za-z0-9._:@\-]{1,64}")
 
 @dataclass(frozen=True)
 class Attachment:
-    """One attachment: its file name, MIME type and exact bytes."""
+    """One attachment: its file name, MIME type and exact bytes (and, once read from a package,
+    the ContentId it is named by there, without any ``cid:`` prefix)."""
 
     name: str
     content_type: str
     data: bytes
+    content_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,5 +151,23 @@ def attachments_of(signed: etree._Element) -> list[Attachment]:
         name = att.name or (ref.name if ref else None) or f"attachment-{att.position}"
         content_type = att.content_type or (ref.content_type if ref else None) or "application/octet-stream"
         encoded = _text(att.node, "ContentTransferEncoded") or ""
-        found.append(Attachment(name, content_type.strip(), base64.b64decode(encoded)))
+        found.append(
+            Attachment(name, content_type.strip(), base64.b64decode(encoded), content_key(att.content_id))
+        )
     return found
+
+
+def attachment_by_content_id(signed: etree._Element, content_id: str) -> Attachment | None:
+    """The one attachment of a verified package named ``content_id`` (``cid:`` or not), decoded;
+    None when the package has none by that id. Decodes that attachment only."""
+    wanted = content_key(content_id)
+    by_reference = {content_key(r.content_id): r for r in _references(signed)}
+    for att in _attachments(signed):
+        if content_key(att.content_id) != wanted:
+            continue
+        ref = by_reference.get(wanted)
+        name = att.name or (ref.name if ref else None) or f"attachment-{att.position}"
+        content_type = att.content_type or (ref.content_type if ref else None) or "application/octet-stream"
+        encoded = _text(att.node, "ContentTransferEncoded") or ""
+        return Attachment(name, content_type.strip(), base64.b64decode(encoded), wanted)
+    return None

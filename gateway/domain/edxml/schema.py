@@ -6,6 +6,7 @@ one hardened parser) and then one of these before anything else looks at it.
 
 from __future__ import annotations
 
+import binascii
 import re
 from typing import Any, cast
 
@@ -31,6 +32,13 @@ def _validate(schema: etree.XMLSchema, root: etree._Element, what: str) -> None:
     parser = etree.XMLParser(
         schema=schema, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
     )
+    # libxml2's validator gathers a text node's characters with repeated concatenation: quadratic
+    # in its length (16 MB of one attachment took 0.6 s, 36 MB over 5). An attachment's base64 is
+    # checked here instead, in linear time, and the validator sees a stand-in of the same type.
+    held = [(node, node.text or "") for node in root.iter(_ENCODED) if len(node.text or "") > _LONG_TEXT]
+    for node, text in held:
+        _check_base64(text, what)
+        node.text = "AAAA"
     try:
         etree.fromstring(etree.tostring(root), parser)
     except etree.XMLSyntaxError as exc:
@@ -38,6 +46,29 @@ def _validate(schema: etree.XMLSchema, root: etree._Element, what: str) -> None:
         # while parsing gives no line numbers; the message names the element instead.
         entries: list[Any] = list(cast(Any, exc.error_log))
         raise _schema_error(entries[-1] if entries else None, what) from None
+    finally:
+        for node, text in held:
+            node.text = text
+
+
+_ENCODED = f"{{{NS}}}ContentTransferEncoded"
+_LONG_TEXT = 64 * 1024
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
+
+
+def _check_base64(text: str, what: str) -> None:
+    """``xs:base64Binary``, as the schema would have held it: the alphabet, white space anywhere,
+    padding only at the end (strict decoding, which also checks the length)."""
+    if not _BASE64.fullmatch(text):
+        raise SchemaInvalid(
+            f"{what} does not match the schema: an attachment's ContentTransferEncoded is not base64"
+        )
+    try:
+        binascii.a2b_base64("".join(text.split()), strict_mode=True)
+    except binascii.Error:
+        raise SchemaInvalid(
+            f"{what} does not match the schema: an attachment's ContentTransferEncoded is not valid base64"
+        ) from None
 
 
 def _schema_error(err: etree._LogEntry | None, what: str) -> SchemaInvalid:

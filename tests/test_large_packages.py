@@ -1,0 +1,209 @@
+"""Issue 13: packages up to 50 MB end to end (plain and classified, real keys), one attachment by
+its ContentId, and the in-flight upload budget. Speed and memory are measured in
+``bench/large.py``, not here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import ssl
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.agency_side.packages import decryption_keys, open_delivery, sign_package
+from gateway.domain.edxml import Attachment, NewEdoc, Organ, build_edoc
+from gateway.domain.vocabulary import Classification, Network
+from gateway.runtime.config import Config, load_config
+from gateway.runtime.node import Node
+from tests.conftest import A01, G22, I01, AgencyClient, client_context, set_setting, trust_for, wait_delivered
+from tests.test_cli import gateway
+
+MIB = 1024 * 1024
+SCAN = "Bản scan công văn số 12.pdf"
+
+
+def large_package(
+    config: Config, *, scan: bytes, level: Classification = Classification.NONE, number: int = 1
+) -> bytes:
+    """A package with a scanned document and a small appendix, as an agency's system builds it."""
+    doc = NewEdoc(
+        sender=Organ(G22),
+        recipients=[Organ(A01)],
+        document_id=f"{G22},2026/12/04,{number}/LARGE",
+        subject="Về việc gửi hồ sơ scan",
+        classification=level,
+        attachments=(
+            Attachment(SCAN, "application/pdf", scan),
+            Attachment("phu-luc.txt", "text/plain", "Phụ lục".encode()),
+        ),
+    )
+    return sign_package(config.certs, G22, build_edoc(doc, now=datetime.now(UTC)))
+
+
+async def post(client: AgencyClient, package: bytes, level: str | None = None) -> tuple[int, Any]:
+    """Send a large package as a document system streams it (a file-like body, not one buffer)."""
+    headers = {"X-Classification": level} if level else {}
+    async with client.session.post(client.base + "/v1/edocs", data=io.BytesIO(package), headers=headers) as r:
+        return r.status, await r.json()
+
+
+async def test_a_50_mb_package_round_trip_plain_with_one_attachment_by_content_id(
+    node: Node, config: Config, agency
+) -> None:
+    scan = os.urandom(36 * MIB)  # base64 inside the package: about 48 MB, near the 50 MiB limit
+    package = large_package(config, scan=scan)
+    assert 45 * MIB < len(package) < config.max_package_bytes
+    status, body = await post(agency(G22), package)
+    assert status == 202, body
+    assert {d.state.value for d in await wait_delivered(node, body["id"], timeout=60)} == {"delivered"}
+    # Stored once, named by digest: the sealed header is small, whatever the package's size.
+    sealed = await node.store.sealed_for(body["id"], Network.PARTY)
+    assert sealed is not None and len(sealed) < 8 * 1024
+
+    reader = agency(A01)
+    status, delivered = await reader.call("GET", f"/v1/edocs/{body['id']}")
+    assert status == 200
+    opened = open_delivery(delivered, trust=trust_for(config), network=Network.PARTY, at=datetime.now(UTC))
+    assert opened.package == package and opened.signer.code == G22
+    first = opened.attachments[0]
+    assert (first.content_id, first.name, first.data == scan) == ("1", SCAN, True)
+
+    async with reader.session.get(f"{reader.base}/v1/edocs/{body['id']}/attachments/cid:1") as answer:
+        served = await answer.read()
+        assert answer.status == 200
+        assert answer.headers["Content-Type"] == "application/pdf"
+        assert answer.headers["X-Content-SHA256"] == hashlib.sha256(scan).hexdigest()
+        disposition = answer.headers["Content-Disposition"]
+    assert served == scan  # byte for byte
+    assert disposition.startswith('attachment; filename="B_n scan c_ng v_n s_ 12.pdf"; filename*=UTF-8')
+    status, _ = await reader.call("GET", f"/v1/edocs/{body['id']}/attachments/2")
+    assert status == 200  # "2" and "cid:2" are the same ContentId
+    status, err = await reader.call("GET", f"/v1/edocs/{body['id']}/attachments/cid:9")
+    assert (status, err["error"]) == (404, "not_found")
+    status, err = await agency(G22).call("GET", f"/v1/edocs/{body['id']}/attachments/cid:1")
+    assert (status, err["error"]) == (403, "forbidden")  # the sender reads receipts, not deliveries
+    status, err = await agency(I01).call("GET", f"/v1/edocs/{body['id']}/attachments/cid:1")
+    assert (status, err["error"]) == (404, "not_found")  # a stranger is not told it exists
+    trace = [e.kind for e in await node.store.events(body["id"])]
+    assert trace.count("attachment_fetched") == 2
+
+
+async def test_a_50_mb_toi_mat_package_round_trip_decrypted_only_by_its_recipient(
+    node: Node, config: Config, agency
+) -> None:
+    scan = os.urandom(36 * MIB)
+    package = large_package(config, scan=scan, level=Classification.TOI_MAT, number=2)
+    status, body = await post(agency(G22), package, "toi-mat")
+    assert status == 202, body
+    await wait_delivered(node, body["id"], timeout=60)
+    stored = await node.store.package(body["id"])
+    assert stored is not None and scan[:4096] not in stored  # only ciphertext at rest
+
+    reader = agency(A01)
+    status, delivered = await reader.call("GET", f"/v1/edocs/{body['id']}")
+    assert status == 200
+    opened = open_delivery(
+        delivered,
+        trust=trust_for(config),
+        network=Network.PARTY,
+        at=datetime.now(UTC),
+        decryption_keys=decryption_keys(config.certs, A01),
+    )
+    assert opened.signer.code == G22 and opened.attachments[0].data == scan  # decrypted, then verified
+    status, err = await reader.call("GET", f"/v1/edocs/{body['id']}/attachments/cid:1")
+    assert (status, err["error"]) == (409, "attachment_encrypted")
+    assert "fetch the document and decrypt it" in err["message"]
+
+
+async def test_gateway_fetch_attachment_writes_the_signed_bytes(
+    node: Node, home: Path, config: Config, agency, tmp_path: Path
+) -> None:
+    set_setting(home, "port", str(node.port))
+    scan = os.urandom(3 * MIB)
+    for number, level in ((3, Classification.NONE), (4, Classification.MAT)):
+        package = large_package(config, scan=scan, level=level, number=number)
+        status, body = await post(
+            agency(G22), package, level.slug if level is not Classification.NONE else None
+        )
+        assert status == 202, body
+        await wait_delivered(node, body["id"], timeout=60)
+        target = tmp_path / f"scan-{number}.pdf"
+        ran = await gateway(
+            home, "fetch", "--as", A01, body["id"], "--attachment", "cid:1", "-o", str(target)
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert target.read_bytes() == scan
+        assert hashlib.sha256(scan).hexdigest() in ran.stdout
+        if level is not Classification.NONE:
+            assert target.stat().st_mode & 0o077 == 0  # the plaintext of a classified attachment
+    ran = await gateway(home, "fetch", "--as", A01, body["id"], "--attachment", "cid:7", "-o", str(target))
+    assert ran.returncode == 1 and ran.stderr.count("\n") == 1 and "ContentIds: 1, 2" in ran.stderr
+    assert "Traceback" not in ran.stderr
+
+
+async def test_uploads_over_the_in_flight_budget_get_503_and_are_accepted_on_retry(
+    home: Path, config: Config
+) -> None:
+    package = large_package(config, scan=os.urandom(4 * MIB), number=5)
+    set_setting(home, "max_upload_bytes_in_flight", str(len(package) + len(package) // 2))
+    node = Node(load_config(home))
+    await node.start(port=0)
+    try:
+        ctx: ssl.SSLContext = client_context(config, G22)
+        # One upload holds the budget: its headers announce the whole package, half the body sent.
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", node.port, ssl=ctx, server_hostname="localhost"
+        )
+        head = (
+            f"POST /v1/edocs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/xml\r\n"
+            f"Content-Length: {len(package)}\r\n\r\n"
+        ).encode()
+        writer.write(head + package[: len(package) // 2])
+        await writer.drain()
+        await asyncio.sleep(0.3)  # the handler runs once the headers are in, and holds its share
+
+        second = large_package(config, scan=os.urandom(4 * MIB), number=6)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+            url = f"https://localhost:{node.port}/v1/edocs"
+            async with session.post(url, data=io.BytesIO(second)) as answer:
+                said = await answer.json()
+                refused = (answer.status, said.get("error"), answer.headers.get("Retry-After"))
+            assert refused == (503, "uploads_busy", "1"), said
+            assert await node.store.events_of_kind("accepted") == []  # nothing was stored
+
+            writer.write(package[len(package) // 2 :])  # the first upload completes...
+            await writer.drain()
+            status_line = await reader.readline()
+            assert b" 202 " in status_line, status_line
+            writer.close()
+            async with session.post(url, data=io.BytesIO(second)) as answer:  # ...and the retry goes through
+                assert answer.status == 202, await answer.text()
+        assert len(await node.store.events_of_kind("accepted")) == 2
+    finally:
+        await node.stop()
+
+
+async def test_a_long_attachment_that_is_not_base64_is_refused_as_the_schema_would(
+    node: Node, config: Config, agency
+) -> None:
+    """Long attachments are checked as base64 outside libxml2's validator (quadratic in a text's
+    length): the refusal is the same schema_invalid, nothing stored."""
+    doc = NewEdoc(
+        sender=Organ(G22),
+        recipients=[Organ(A01)],
+        document_id=f"{G22},2026/12/04,7/LARGE",
+        subject="x",
+        attachments=(Attachment("scan.pdf", "application/pdf", os.urandom(300_000)),),
+    )
+    root = build_edoc(doc, now=datetime.now(UTC))
+    encoded = next(root.iter("{*}ContentTransferEncoded"))
+    encoded.text = (encoded.text or "")[:-8] + "!!!!AAAA"
+    status, body = await post(agency(G22), sign_package(config.certs, G22, root))
+    assert (status, body["error"]) == (400, "schema_invalid"), body
+    assert "not base64" in body["message"]
+    assert await node.store.events_of_kind("accepted") == []
