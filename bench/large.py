@@ -1,0 +1,139 @@
+"""Large packages through a real ``gateway serve``: 1, 10 and 50 MB, plain and Tối mật.
+
+For each size and level, on a fresh server: one package with a scanned attachment (random bytes,
+so nothing compresses) is sent over mutual TLS, and the bench reports the time to accept
+(POST → 202), to deliver (until no route is pending), to fetch and open the whole delivery on
+the recipient's side (seal, digest, decryption, the sender's signature) and to fetch one
+attachment (``GET …/attachments/cid:1``; for Tối mật, from the decrypted package); then the
+server's peak RSS above its idle RSS (its checker processes apart) and the client's, each also
+as a multiple of the package size.
+
+    .venv/bin/python bench/large.py [--sizes 1,10,50]
+
+A benchmark, not a test: it never fails on slowness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+from gateway.agency_side.packages import decryption_keys, open_delivery, sign_package
+from gateway.domain.edxml import Attachment, NewEdoc, Organ, build_edoc
+from gateway.domain.vocabulary import Classification, Network
+from gateway.runtime.config import load_config
+from gateway.runtime.node import init_home
+from gateway.runtime.wiring import trust
+from tests.conftest import client_context, set_setting
+from tests.processes import free_port, start_gateway, wait_healthy
+
+SENDER, RECIPIENT = "000.00.00.G22", "000.00.00.A01"
+MB = 1_000_000
+
+
+def _status_kb(pid: int | str, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+async def case(size_mb: int, level: Classification) -> str:
+    home = Path(tempfile.mkdtemp(prefix="gw-large-"))
+    init_home(home, now=datetime.now(UTC))
+    set_setting(home, "submit_rate", "0")
+    config = load_config(home)
+    scan = os.urandom(int(size_mb * MB * 0.74))  # base64 in the package: about size_mb MB in all
+    doc = NewEdoc(
+        sender=Organ(SENDER),
+        recipients=[Organ(RECIPIENT)],
+        document_id=f"{SENDER},2026/12/04,{size_mb}/LARGE",
+        subject="Hồ sơ scan",
+        classification=level,
+        attachments=(Attachment("scan.pdf", "application/pdf", scan),),
+    )
+    package = sign_package(config.certs, SENDER, build_edoc(doc, now=datetime.now(UTC)))
+    client_idle = _status_kb("self", "VmRSS")
+    port = free_port()
+    base = f"https://localhost:{port}"
+    proc = start_gateway(home, "serve", "--port", str(port), log=home / "serve.log")
+    try:
+        sender = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(config, SENDER)))
+        reader = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_context(config, RECIPIENT)))
+        async with sender, reader:
+            await wait_healthy(sender, base, proc, home / "serve.log")
+            server_idle = _status_kb(proc.pid, "VmRSS")
+            headers = {"X-Classification": level.slug} if level is not Classification.NONE else {}
+            start = time.perf_counter()
+            async with sender.post(base + "/v1/edocs", data=io.BytesIO(package), headers=headers) as r:
+                body = await r.json()
+                assert r.status == 202, body
+            accepted = time.perf_counter() - start
+            while True:
+                async with sender.get(base + "/healthz") as r:
+                    if (await r.json())["pending_routes"] == 0:
+                        break
+                await asyncio.sleep(0.01)
+            delivered = time.perf_counter() - start
+            start = time.perf_counter()
+            async with reader.get(f"{base}/v1/edocs/{body['id']}") as r:
+                fetched_body = await r.read()
+            opened = await asyncio.to_thread(
+                open_delivery,
+                fetched_body,
+                trust=trust(config),
+                network=Network.PARTY,
+                at=datetime.now(UTC),
+                decryption_keys=decryption_keys(config.certs, RECIPIENT),
+            )
+            fetched = time.perf_counter() - start
+            del fetched_body
+            start = time.perf_counter()
+            if level is Classification.NONE:
+                async with reader.get(f"{base}/v1/edocs/{body['id']}/attachments/cid:1") as r:
+                    one = await r.read()
+            else:
+                one = opened.attachments[0].data
+            attachment = time.perf_counter() - start
+            assert one == scan
+            server_peak = _status_kb(proc.pid, "VmHWM")
+            checkers = max((_status_kb(c, "VmHWM") for c in _children(proc.pid)), default=0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    client_peak = _status_kb("self", "VmHWM")
+    size = len(package) / MB
+    grown_server = (server_peak - server_idle) / 1000
+    grown_client = max(0, client_peak - client_idle) / 1000
+    return (
+        f"{size:6.1f} MB {level.slug:<7} accept {accepted:6.2f} s  deliver {delivered:6.2f} s  "
+        f"fetch+open {fetched:6.2f} s  attachment {attachment:5.2f} s  "
+        f"server +{grown_server:5.0f} MB ({grown_server / size:4.1f}x)  checker peak {checkers / 1000:4.0f} MB  "
+        f"client +{grown_client:5.0f} MB ({grown_client / size:4.1f}x)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,10,50")
+    args = parser.parse_args()
+    for size in (int(s) for s in args.sizes.split(",")):
+        for level in (Classification.NONE, Classification.TOI_MAT):
+            print(asyncio.run(case(size, level)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
