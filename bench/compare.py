@@ -58,10 +58,11 @@ def main() -> None:
         delivered.append(float(figures.group(2)))
         print(f"round {round_}: {out.strip().splitlines()[-1]}", flush=True)
     floor = statistics.median(floors)
+    took, gave = statistics.median(accepted), statistics.median(delivered)
     print(
         f"floor median {floor:.0f} docs/s; gateway with {args.recipients} recipient(s): "
-        f"accepted {statistics.median(accepted):.0f} docs/s ({statistics.median(accepted) / floor:.2f}x floor), "
-        f"delivered {statistics.median(delivered):.0f} docs/s ({statistics.median(delivered) / floor:.2f}x floor)"
+        f"accepted {took:.0f} docs/s ({took / floor:.2f}x floor), "
+        f"delivered {gave:.0f} docs/s ({gave / floor:.2f}x floor)"
     )
 
 

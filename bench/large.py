@@ -121,7 +121,8 @@ async def case(size_mb: int, level: Classification) -> str:
     return (
         f"{size:6.1f} MB {level.slug:<7} accept {accepted:6.2f} s  deliver {delivered:6.2f} s  "
         f"fetch+open {fetched:6.2f} s  attachment {attachment:5.2f} s  "
-        f"server +{grown_server:5.0f} MB ({grown_server / size:4.1f}x)  checker peak {checkers / 1000:4.0f} MB  "
+        f"server +{grown_server:5.0f} MB ({grown_server / size:4.1f}x)  "
+        f"checker peak {checkers / 1000:4.0f} MB  "
         f"client +{grown_client:5.0f} MB ({grown_client / size:4.1f}x)"
     )
 
