@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -28,6 +29,30 @@ from gateway.errors import DeliveryError, PeerUnavailable
 from gateway.exchange.ports import Carried, CourierStore, NewEvent, Peers, RouteJob
 
 log = logging.getLogger(__name__)
+
+
+def package_ref(job: RouteJob) -> tr.PackageRef:
+    """The stored package as a seal names it: by digest, never parsed again (the intake checked
+    it, and every side that receives the bytes checks them against this digest before acting on
+    them). Bytes changed at rest since acceptance are refused here, before anything is sealed."""
+    doc = job.document
+    digest = hashlib.sha256(job.package)
+    if doc.package_sha256 is not None and digest.hexdigest() != doc.package_sha256:
+        raise DeliveryError("the stored package changed since it was accepted (its SHA-256 differs)")
+    return tr.PackageRef(
+        base64.b64encode(digest.digest()).decode("ascii"),
+        len(job.package),
+        encrypted=doc.classification is not Classification.NONE,
+    )
+
+
+def named(job: RouteJob) -> RouteJob | DeliveryError:
+    """``job`` with its package named by digest and its bytes left out (what a carrier process
+    needs: 32 bytes instead of up to 200 MB pickled across), or why it cannot be carried."""
+    try:
+        return replace(job, package=b"", package_ref=package_ref(job))
+    except DeliveryError as exc:
+        return exc
 
 
 def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Clock) -> Carried:
@@ -50,12 +75,7 @@ def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Cloc
         status_code=doc.status_code,
         due_at=doc.due_at,
     )
-    # Named by digest, never parsed again: the intake checked it, and every side that receives
-    # the bytes checks them against this digest before acting on them. Bytes changed at rest
-    # since acceptance are caught here, before anything is sealed.
-    if doc.package_sha256 is not None and hashlib.sha256(job.package).hexdigest() != doc.package_sha256:
-        raise DeliveryError("the stored package changed since it was accepted (its SHA-256 differs)")
-    package = tr.PackageRef.of(job.package, encrypted=doc.classification is not Classification.NONE)
+    package = job.package_ref or package_ref(job)
     sealed = source.seal(routing, package)
     events = [NewEvent("sealed", clock.now(), doc.id, None, source.network.value, {"adapter": source.name})]
     if remote:
@@ -76,7 +96,8 @@ def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Cloc
     opened, _ = target.open(sealed, sealed_by=target.network)
     if opened.routing.transfer_id != doc.id or opened.routing.recipients != routing.recipients:
         raise DeliveryError("the sealed transfer does not match the route it was made for")
-    tr.check_carried(opened, job.package)  # what goes into the inboxes is what the seal names
+    if opened.package != package:  # what goes into the inboxes is what the seal names
+        raise DeliveryError("the sealed transfer names another package than the one it was made for")
     events.append(
         NewEvent(
             "seal_verified",

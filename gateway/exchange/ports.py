@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from gateway.domain.transfer import PackageRef
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
 
 # --- records ------------------------------------------------------------------------------------
@@ -116,6 +117,9 @@ class RouteJob:
     recipients: tuple[tuple[str, str], ...]  # (recipient, addressed)
     package: bytes
     attempts: int
+    # The package as a seal names it, once checked against the digest recorded at acceptance
+    # (``gateway.exchange.courier.named``): a carrier process is then sent this, not the bytes.
+    package_ref: PackageRef | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from gateway.adapters.network import NetworkAdapter
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.vocabulary import Network
-from gateway.exchange.courier import Outcome, carry_batch
+from gateway.exchange.courier import Outcome, carry_batch, named
 from gateway.exchange.ports import RouteJob
 
 
@@ -91,12 +91,25 @@ class ProcessCarrier:
 
     async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:
         loop = asyncio.get_running_loop()
-        size = -(-len(jobs) // self._workers)
-        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        # The packages are hashed here (hashlib lets go of the GIL for large ones) and only their
+        # digests cross to the workers: a 50 MB package is not pickled to a process that never
+        # reads it. The outcomes name the jobs as claimed.
+        prepared = await asyncio.to_thread(lambda: [named(job) for job in jobs])
+        outcomes: dict[int, Outcome] = {
+            i: (job, ref)
+            for i, (job, ref) in enumerate(zip(jobs, prepared, strict=True))
+            if isinstance(ref, Exception)
+        }
+        ready = [(i, ref) for i, ref in enumerate(prepared) if isinstance(ref, RouteJob)]
+        size = max(1, -(-len(ready) // self._workers))
+        chunks = [ready[i : i + size] for i in range(0, len(ready), size)]
         results = await asyncio.gather(
-            *(loop.run_in_executor(self._executor, _carry_in_worker, c) for c in chunks)
+            *(loop.run_in_executor(self._executor, _carry_in_worker, [job for _, job in c]) for c in chunks)
         )
-        return [outcome for chunk in results for outcome in chunk]
+        for chunk, carried in zip(chunks, results, strict=True):
+            for (i, _), (_, result) in zip(chunk, carried, strict=True):
+                outcomes[i] = (jobs[i], result)
+        return [outcomes[i] for i in range(len(jobs))]
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
