@@ -8,7 +8,10 @@ import asyncio
 import hashlib
 import io
 import os
+import pty
 import ssl
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -207,3 +210,47 @@ async def test_a_long_attachment_that_is_not_base64_is_refused_as_the_schema_wou
     assert (status, body["error"]) == (400, "schema_invalid"), body
     assert "not base64" in body["message"]
     assert await node.store.events_of_kind("accepted") == []
+
+
+def _on_a_terminal(home: Path, *args: str) -> tuple[int, str]:
+    """``gateway ARGS`` with its stderr on a pseudo-terminal (as in a clerk's shell); its output there."""
+    master, slave = pty.openpty()
+    env = {**os.environ, "GATEWAY_HOME": str(home), "GATEWAY_URL": ""}
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", *args], env=env, stdout=subprocess.PIPE, stderr=slave
+    ) as proc:
+        os.close(slave)
+        seen = bytearray()
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            seen += chunk
+        proc.wait(timeout=120)
+    os.close(master)
+    return proc.returncode, seen.decode(errors="replace")
+
+
+async def test_send_and_fetch_show_progress_on_a_terminal_and_nothing_extra_otherwise(
+    node: Node, home: Path, tmp_path: Path
+) -> None:
+    set_setting(home, "port", str(node.port))
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(os.urandom(6 * MIB))
+    send = ("send", "--as", G22, "--to", A01, "--subject", "Hồ sơ scan", "--attach", str(scan))
+    code, shown = await asyncio.to_thread(_on_a_terminal, home, *send)
+    assert code == 0, shown
+    assert "sending" in shown and "100 %" in shown and "MB [" in shown
+    quiet = await gateway(home, *send)  # not a terminal: no bar
+    assert quiet.returncode == 0 and "sending" not in quiet.stderr and "%" not in quiet.stderr
+    as_json = await asyncio.to_thread(_on_a_terminal, home, *send, "--json")
+    assert as_json[0] == 0 and "sending" not in as_json[1]
+    inbox = await node.mailbox.inbox(A01)
+    code, shown = await asyncio.to_thread(
+        _on_a_terminal, home, "fetch", "--as", A01, inbox[0].document.id, "-o", str(tmp_path / "got.xml")
+    )
+    assert code == 0, shown
+    assert "receiving" in shown and "100 %" in shown

@@ -28,7 +28,7 @@ import io
 import json
 import secrets
 import ssl
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -92,6 +92,9 @@ __all__ = [
 VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 XML = "application/xml; charset=utf-8"
 _ONE_WRITE = 1 << 20
+_CHUNK = 256 * 1024
+PROGRESS_FROM = 4 * 1024 * 1024  # a transfer this large is long enough to be worth a progress bar
+Progress = Callable[[str, int, int], None]  # (sending | receiving, bytes so far, bytes in all)
 T = TypeVar("T")
 
 
@@ -154,9 +157,12 @@ class AsyncAgencyClient:
     """An agency system's connection to the gateway at ``url`` (``https://host:port``), as
     agency ``keys.code``. Use it as ``async with``, or call ``close()``."""
 
-    def __init__(self, url: str, keys: AgencyKeys, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self, url: str, keys: AgencyKeys, *, timeout: float = 60.0, progress: Progress | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.keys = keys
+        self.progress = progress  # told how a transfer over PROGRESS_FROM bytes goes, if given
         self.code = keys.code
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -386,9 +392,12 @@ class AsyncAgencyClient:
             sent["Content-Type"] = content_type
         try:
             # A large body goes as a file-like one: aiohttp then sends it in chunks, not one write.
-            data = io.BytesIO(body) if body is not None and len(body) > _ONE_WRITE else body
+            data: Any = io.BytesIO(body) if body is not None and len(body) > _ONE_WRITE else body
+            if body is not None and self.progress is not None and len(body) >= PROGRESS_FROM:
+                data = _told(body, self.progress)
+                sent["Content-Length"] = str(len(body))
             async with self._open_session().request(method, self.url + path, data=data, headers=sent) as r:
-                answer = _Answer(r.status, await r.read(), {k.lower(): v for k, v in r.headers.items()})
+                answer = _Answer(r.status, await self._read(r), {k.lower(): v for k, v in r.headers.items()})
         except aiohttp.ClientSSLError as exc:
             raise GatewayUnreachable(f"TLS with the gateway at {self.url} failed: {_reason(exc)}") from exc
         except aiohttp.ClientConnectorError as exc:
@@ -400,6 +409,28 @@ class AsyncAgencyClient:
         if answer.status >= 400:
             raise error_from_answer(answer.status, answer.body, answer.headers.get("retry-after"))
         return answer
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        total = response.content_length
+        if self.progress is None or total is None or total < PROGRESS_FROM:
+            return await response.read()
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(_CHUNK):
+            body += chunk
+            self.progress("receiving", len(body), total)
+        return bytes(body)
+
+
+def _told(body: bytes, progress: Progress) -> AsyncIterator[bytes]:
+    """``body`` in chunks, telling ``progress`` how much has gone (what aiohttp sent on)."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        view = memoryview(body)
+        for at in range(0, len(body), _CHUNK):
+            yield bytes(view[at : at + _CHUNK])
+            progress("sending", min(at + _CHUNK, len(body)), len(body))
+
+    return chunks()
 
 
 def _reason(exc: BaseException) -> str:
@@ -439,8 +470,10 @@ class AgencyClient:
     event loop, so connections are kept between calls. Not for use inside a running event loop
     (use ``AsyncAgencyClient`` there). Use it as ``with``, or call ``close()``."""
 
-    def __init__(self, url: str, keys: AgencyKeys, *, timeout: float = 60.0) -> None:
-        self._async = AsyncAgencyClient(url, keys, timeout=timeout)
+    def __init__(
+        self, url: str, keys: AgencyKeys, *, timeout: float = 60.0, progress: Progress | None = None
+    ) -> None:
+        self._async = AsyncAgencyClient(url, keys, timeout=timeout, progress=progress)
         self._runner = asyncio.Runner()
         self.url = self._async.url
         self.keys = keys

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.agency_side.client import AgencyClient, AgencyKeys, Delivery, Draft, InboxEntry, Receipts
-from gateway.cli.output import local_time, print_json
+from gateway.cli.output import ProgressBar, local_time, print_json
 from gateway.domain.agencies import AgencyCode, Registry
 from gateway.domain.edxml import Attachment, Edoc
 from gateway.domain.edxml.attachments import content_key
@@ -84,7 +84,9 @@ def _address(config: Config, args: argparse.Namespace) -> tuple[str, str]:
 def _client(config: Config, args: argparse.Namespace, code: str) -> Iterator[AgencyClient]:
     keys = AgencyKeys.from_dev_pki(config.certs, code, _registry(config))
     url, source = _address(config, args)
-    client = AgencyClient(url, keys)
+    # A bar on the terminal for long transfers; nothing extra under --json or without a tty.
+    shown = sys.stderr.isatty() and not getattr(args, "json", False)
+    client = AgencyClient(url, keys, progress=ProgressBar(sys.stderr) if shown else None)
     try:
         yield client
     except GatewayUnreachable as exc:

@@ -6,7 +6,7 @@ import json
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 from lxml import etree
 
@@ -43,3 +43,27 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     ]
+
+
+class ProgressBar:
+    """One line on a terminal, redrawn in place: ``sending  12.3 / 48.0 MB [#####.....]  25 %``;
+    a new line once a transfer is done. For ``AgencyClient(progress=...)``."""
+
+    WIDTH = 30
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._shown = -1
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        if percent == self._shown and done < total:
+            return  # at most one redraw per percent
+        self._shown = percent
+        filled = self.WIDTH * done // max(total, 1)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        end = "\n" if done >= total else ""
+        self._out.write(f"\r{phase:<9} {done / 1e6:6.1f} / {total / 1e6:.1f} MB [{bar}] {percent:3d} %{end}")
+        self._out.flush()
+        if done >= total:
+            self._shown = -1
