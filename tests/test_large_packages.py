@@ -9,6 +9,8 @@ import hashlib
 import io
 import os
 import pty
+import signal
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from gateway.domain.vocabulary import Classification, Network
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node
 from tests.conftest import A01, G22, I01, AgencyClient, client_context, set_setting, trust_for, wait_delivered
+from tests.processes import free_port, start_gateway, wait_healthy
 from tests.test_cli import gateway
 
 MIB = 1024 * 1024
@@ -254,3 +257,47 @@ async def test_send_and_fetch_show_progress_on_a_terminal_and_nothing_extra_othe
     )
     assert code == 0, shown
     assert "receiving" in shown and "100 %" in shown
+
+
+async def test_sigkill_during_a_large_upload_leaves_nothing_half_stored_and_the_retry_succeeds(
+    config: Config, home: Path
+) -> None:
+    package = large_package(config, scan=os.urandom(24 * MIB), number=8)
+    port = free_port()
+    base = f"https://localhost:{port}"
+    db = home / "gateway.db"
+    ctx = client_context(config, G22)
+    proc = start_gateway(home, "serve", "--port", str(port), log=home / "serve.log")
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+            await wait_healthy(session, base, proc, home / "serve.log")
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+        )
+        head = f"POST /v1/edocs HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(package)}\r\n\r\n"
+        writer.write(head.encode() + package[: len(package) * 3 // 5])
+        await writer.drain()
+        await asyncio.sleep(0.5)  # the server is reading the body
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+        assert proc.returncode == -signal.SIGKILL
+        writer.close()
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("select count(*) from documents").fetchone()[0] == 0  # nothing half-stored
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    proc = start_gateway(home, "serve", "--port", str(port), log=home / "serve.log")
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+            await wait_healthy(session, base, proc, home / "serve.log")
+            async with session.post(base + "/v1/edocs", data=io.BytesIO(package)) as answer:
+                assert answer.status == 202, await answer.text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("select package_sha256 from documents").fetchall()
+    assert rows == [(hashlib.sha256(package).hexdigest(),)]  # stored once, exactly as sent
