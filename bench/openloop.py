@@ -1,0 +1,109 @@
+"""Accept latency under a fixed offered rate (an open loop), not a closed loop of C connections.
+
+Documents (about 12 KB, signed in advance by 000.00.00.G22 for 000.00.00.A01) are POSTed to a
+real ``gateway serve`` at RATE per second for SECONDS, each at its scheduled moment whether or not
+earlier ones were answered (a closed loop hides queueing: it slows down with the server). Reports
+the achieved rate and the accept latency p50/p99/max, measured from each request's scheduled
+moment (so a client that falls behind counts against the result, not for it).
+
+    .venv/bin/python bench/openloop.py [--rate 300] [--seconds 10]
+
+A benchmark, not a test: it never fails on slowness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+from bench.throughput import BODY, SENDER
+from gateway.agency_side.packages import sign_package
+from gateway.domain.edxml import NewEdoc, Organ, build_edoc
+from gateway.runtime.config import load_config
+from gateway.runtime.node import init_home
+from tests.conftest import client_context, set_setting
+from tests.processes import free_port, start_gateway, wait_healthy
+
+RECIPIENT = "000.00.00.A01"
+
+
+async def run(rate: float, seconds: float) -> None:
+    home = Path(tempfile.mkdtemp(prefix="gw-openloop-"))
+    init_home(home, now=datetime.now(UTC))
+    set_setting(home, "submit_rate", "0")
+    config = load_config(home)
+    n = int(rate * seconds)
+    now = datetime.now(UTC)
+    packages = [
+        sign_package(
+            config.certs,
+            SENDER,
+            build_edoc(
+                NewEdoc(
+                    sender=Organ(SENDER),
+                    recipients=[Organ(RECIPIENT)],
+                    document_id=f"{SENDER},2026/12/04,{i}/OPEN",
+                    subject=f"Công văn số {i}",
+                    content=BODY,
+                ),
+                now=now,
+            ),
+        )
+        for i in range(n)
+    ]
+    port = free_port()
+    base = f"https://localhost:{port}"
+    proc = start_gateway(home, "serve", "--port", str(port), log=home / "serve.log")
+    try:
+        connector = aiohttp.TCPConnector(ssl=client_context(config, SENDER), limit=512)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await wait_healthy(session, base, proc, home / "serve.log")
+            # Warm the connection pool, so TLS handshakes are not counted as the server's latency.
+            await asyncio.gather(*(session.get(base + "/healthz") for _ in range(64)))
+            latencies: list[float] = []
+            refused = 0
+            reasons: Counter[str] = Counter()
+            start = time.perf_counter()
+
+            async def one(i: int) -> None:
+                nonlocal refused
+                due = start + i / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                async with session.post(base + "/v1/edocs", data=packages[i]) as r:
+                    said = await r.read()
+                    if r.status != 202:
+                        refused += 1
+                        reasons[f"{r.status} {json.loads(said).get('error')}"] += 1
+                latencies.append(time.perf_counter() - due)
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+            elapsed = time.perf_counter() - start
+        latencies.sort()
+        print(
+            f"open loop: {n} docs offered at {rate:.0f}/s for {seconds:.0f} s: achieved {n / elapsed:.0f}/s, "
+            f"{refused} refused {dict(reasons)}, accept p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
+            f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    asyncio.run(run(args.rate, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
