@@ -81,7 +81,10 @@ def main() -> None:
             )
             r = json.loads(done.stdout)
             grown = f"+{r['rss_growth_mb']:5.0f} MB"
-            print(f"{r['mb']:6.1f} MB  {verifier:<10}  {r['seconds']:6.3f} s  {grown}  {r['outcome']}", flush=True)
+            print(
+                f"{r['mb']:6.1f} MB  {verifier:<10}  {r['seconds']:6.3f} s  {grown}  {r['outcome']}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
