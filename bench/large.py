@@ -82,12 +82,14 @@ async def case(size_mb: int, level: Classification) -> str:
                 body = await r.json()
                 assert r.status == 202, body
             accepted = time.perf_counter() - start
+            phases = [_status_kb(proc.pid, "VmHWM")]
             while True:
                 async with sender.get(base + "/healthz") as r:
                     if (await r.json())["pending_routes"] == 0:
                         break
                 await asyncio.sleep(0.01)
             delivered = time.perf_counter() - start
+            phases.append(_status_kb(proc.pid, "VmHWM"))
             start = time.perf_counter()
             async with reader.get(f"{base}/v1/edocs/{body['id']}") as r:
                 fetched_body = await r.read()
@@ -100,6 +102,7 @@ async def case(size_mb: int, level: Classification) -> str:
                 decryption_keys=decryption_keys(config.certs, RECIPIENT),
             )
             fetched = time.perf_counter() - start
+            phases.append(_status_kb(proc.pid, "VmHWM"))
             del fetched_body
             start = time.perf_counter()
             if level is Classification.NONE:
@@ -123,7 +126,10 @@ async def case(size_mb: int, level: Classification) -> str:
         f"fetch+open {fetched:6.2f} s  attachment {attachment:5.2f} s  "
         f"server +{grown_server:5.0f} MB ({grown_server / size:4.1f}x)  "
         f"checker peak {checkers / 1000:4.0f} MB  "
-        f"client +{grown_client:5.0f} MB ({grown_client / size:4.1f}x)"
+        f"client +{grown_client:5.0f} MB ({grown_client / size:4.1f}x)  "
+        f"server peak after accept/deliver/fetch/attachment +"
+        + "/".join(f"{(kb - server_idle) / 1000:.0f}" for kb in (*phases, server_peak))
+        + " MB"
     )
 
 

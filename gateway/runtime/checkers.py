@@ -61,6 +61,7 @@ from gateway.exchange.checking import Checked, check_package, encrypt_package
 log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct(">Q")  # every message on a checker's pipes: its length, then its bytes
+_PIPE_SLICE = 1 << 20
 _READY = b"ready"
 WALL_FACTOR = 5.0  # wall-clock seconds a job may take per CPU second of its budget (plus one)
 STARTUP_SECONDS = 30.0  # for a checker to import its modules and say it is ready
@@ -77,6 +78,13 @@ def _read_frame(stream: BinaryIO) -> bytes | None:
         return None  # the node closed the pipe (stopped, or died): nothing more to do
     (size,) = _FRAME.unpack(header)
     return stream.read(size)
+
+
+def _read_buffers(stream: BinaryIO) -> list[bytes]:
+    """The out-of-band buffers after a request (the package's bytes): a count, then each framed."""
+    header = stream.read(_FRAME.size)
+    (count,) = _FRAME.unpack(header) if len(header) == _FRAME.size else (0,)
+    return [stream.read(_FRAME.unpack(stream.read(_FRAME.size))[0]) for _ in range(count)]
 
 
 def _write_frame(stream: BinaryIO, data: bytes) -> None:
@@ -122,7 +130,8 @@ def serve(requests: BinaryIO, answers: BinaryIO, *, memory_bytes: int | None = N
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     _write_frame(answers, _READY)
     while (request := _read_frame(requests)) is not None:
-        op, args, budget = pickle.loads(request)  # noqa: S301 - from the node, which started us
+        buffers = _read_buffers(requests)
+        op, args, budget = pickle.loads(request, buffers=buffers)  # noqa: S301 - from the node, which started us
         started = time.process_time()
         # Counted by the kernel in this process's CPU time; its signal's default action ends the
         # process, even inside a long C call where a Python-level timer could never run.
@@ -239,12 +248,23 @@ class _Checker:
         budget ran out, ``CheckersBusy`` when even the wall-clock bound passed."""
         proc = await self._started()
         assert proc.stdin is not None
-        request = pickle.dumps((op, args, budget), protocol=5)
+        # The package goes out of band, after the pickle, in slices awaited one by one: pickled in
+        # band and written whole it was copied twice more in the node (the pickle, the pipe's
+        # write buffer) while the checker read it.
+        buffers: list[pickle.PickleBuffer] = []
+        request = pickle.dumps((op, args, budget), protocol=5, buffer_callback=buffers.append)
         done = False
         try:
             async with asyncio.timeout(budget * WALL_FACTOR + 1.0):
                 proc.stdin.write(_FRAME.pack(len(request)))
                 proc.stdin.write(request)
+                proc.stdin.write(_FRAME.pack(len(buffers)))
+                for buffer in buffers:
+                    view = buffer.raw()
+                    proc.stdin.write(_FRAME.pack(len(view)))
+                    for at in range(0, len(view), _PIPE_SLICE):
+                        proc.stdin.write(view[at : at + _PIPE_SLICE])
+                        await proc.stdin.drain()
                 await proc.stdin.drain()
                 answer = await self._read(proc)
             done = True
@@ -325,7 +345,7 @@ class CheckerPool:
         self._closed = False
 
     async def check(self, raw: bytes, limits: XmlLimits, *, agency: str) -> Checked:
-        value = await self._submit(agency, "check", (raw, limits))
+        value = await self._submit(agency, "check", (pickle.PickleBuffer(raw), limits))
         if not isinstance(value, Checked):
             raise CheckerFailed(f"a package checker answered a check with a {type(value).__name__}")
         return value
@@ -335,7 +355,7 @@ class CheckerPool:
     ) -> bytes:
         # Certificates cross as DER: the checker builds its own objects from them.
         ders = [(r.code, r.certificate.public_bytes(Encoding.DER)) for r in recipients]
-        value = await self._submit(agency, "encrypt", (raw, limits, ders))
+        value = await self._submit(agency, "encrypt", (pickle.PickleBuffer(raw), limits, ders))
         if not isinstance(value, bytes):
             raise CheckerFailed(f"a package checker answered an encryption with a {type(value).__name__}")
         return value
