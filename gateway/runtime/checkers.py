@@ -87,6 +87,15 @@ def _read_buffers(stream: BinaryIO) -> list[bytes]:
     return [stream.read(_FRAME.unpack(stream.read(_FRAME.size))[0]) for _ in range(count)]
 
 
+def _write_buffers(stream: BinaryIO, buffers: list[pickle.PickleBuffer]) -> None:
+    stream.write(_FRAME.pack(len(buffers)))
+    for buffer in buffers:
+        view = buffer.raw()
+        stream.write(_FRAME.pack(len(view)))
+        stream.write(view)
+    stream.flush()
+
+
 def _write_frame(stream: BinaryIO, data: bytes) -> None:
     stream.write(_FRAME.pack(len(data)))
     stream.write(data)
@@ -130,8 +139,8 @@ def serve(requests: BinaryIO, answers: BinaryIO, *, memory_bytes: int | None = N
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     _write_frame(answers, _READY)
     while (request := _read_frame(requests)) is not None:
-        buffers = _read_buffers(requests)
-        op, args, budget = pickle.loads(request, buffers=buffers)  # noqa: S301 - from the node, which started us
+        received = _read_buffers(requests)
+        op, args, budget = pickle.loads(request, buffers=received)  # noqa: S301 - from the node, which started us
         started = time.process_time()
         # Counted by the kernel in this process's CPU time; its signal's default action ends the
         # process, even inside a long C call where a Python-level timer could never run.
@@ -156,7 +165,12 @@ def serve(requests: BinaryIO, answers: BinaryIO, *, memory_bytes: int | None = N
         if retire and answer[0] != "ok":
             answer = ("refused", _out_of_memory(memory_bytes or 0))
         cpu = time.process_time() - started
-        _write_frame(answers, pickle.dumps((*answer, cpu, retire), protocol=5))
+        if answer[0] == "ok" and isinstance(answer[1], bytes):  # a ciphertext: out of band, as asked
+            answer = ("ok", pickle.PickleBuffer(answer[1]))
+        out_of_band: list[pickle.PickleBuffer] = []
+        pickled = pickle.dumps((*answer, cpu, retire), protocol=5, buffer_callback=out_of_band.append)
+        _write_frame(answers, pickled)
+        _write_buffers(answers, out_of_band)
         if retire:
             return
 
@@ -227,7 +241,7 @@ class _Checker:
         self._proc = proc
         try:
             async with asyncio.timeout(STARTUP_SECONDS):
-                ready = await self._read(proc)
+                ready = await self._frame(proc)
         except (TimeoutError, asyncio.IncompleteReadError) as exc:
             self.kill()
             raise CheckerFailed(f"a package checker did not start: {type(exc).__name__}") from exc
@@ -236,7 +250,17 @@ class _Checker:
             raise CheckerFailed("a package checker started but did not say it was ready")
         return proc
 
-    async def _read(self, proc: asyncio.subprocess.Process) -> bytes:
+    async def _read(self, proc: asyncio.subprocess.Process) -> tuple[bytes, list[bytes]]:
+        """One answer: its pickle and the out-of-band buffers after it (a ciphertext)."""
+        assert proc.stdout is not None
+
+        answer = await self._frame(proc)
+        (count,) = _FRAME.unpack(await proc.stdout.readexactly(_FRAME.size))
+        if count > 1:
+            raise CheckerFailed(f"a package checker sent {count} buffers; an answer holds at most one")
+        return answer, [await self._frame(proc) for _ in range(count)]
+
+    async def _frame(self, proc: asyncio.subprocess.Process) -> bytes:
         assert proc.stdout is not None
         (size,) = _FRAME.unpack(await proc.stdout.readexactly(_FRAME.size))
         if size > self._max_answer:
@@ -286,7 +310,7 @@ class _Checker:
             if not done:  # timed out or cancelled half-way through a conversation: start afresh
                 self.kill()
         try:
-            kind, value, cpu, retire = _Answers(io.BytesIO(answer)).load()
+            kind, value, cpu, retire = _Answers(io.BytesIO(answer[0]), buffers=answer[1]).load()
         except Exception as exc:
             self.kill()
             raise CheckerFailed(f"a package checker's answer cannot be read: {exc}") from None
