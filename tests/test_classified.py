@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -132,7 +133,7 @@ async def test_receipt_is_the_recipients_own_and_digest_checked(node: Node, conf
 
     opened = open_as(config, A01, Network.PARTY, sealed)
     now = datetime.now(UTC)
-    wrong = arrival_receipt(config.certs, A01, opened, opened.sealed + b" ", now=now)
+    wrong = arrival_receipt(config.certs, A01, replace(opened, sealed=opened.sealed + b" "), now=now)
     status, err = await agency(A01).call("POST", f"/v1/edocs/{doc_id}/status", wrong)
     assert (status, err["error"]) == (400, "receipt_mismatch")
     no_digest = sign_package(
@@ -152,7 +153,7 @@ async def test_receipt_is_the_recipients_own_and_digest_checked(node: Node, conf
     status, ok = await agency(A01).call(
         "POST",
         f"/v1/edocs/{doc_id}/status",
-        arrival_receipt(config.certs, A01, opened, opened.sealed, now=now),
+        arrival_receipt(config.certs, A01, opened, now=now),
     )
     assert status == 202, ok
     await wait_delivered(node, ok["id"])

@@ -325,7 +325,6 @@ class AsyncAgencyClient:
             hops=opened.transfer.hops,
             attachments=opened.attachments,
             superseded_by=answer.headers.get("x-superseded-by"),
-            sealed=opened.sealed,
             opened=opened,
         )
         if acknowledge and _needs_receipt(delivery):
@@ -352,7 +351,7 @@ class AsyncAgencyClient:
         if not isinstance(delivery.content, Edoc):
             raise BadRequest("only a document (not a status) is acknowledged with a 01 receipt")
         receipt = await asyncio.to_thread(
-            arrival_receipt, self.keys.certs_dir, self.code, delivery.opened, delivery.sealed,
+            arrival_receipt, self.keys.certs_dir, self.code, delivery.opened,
             now=datetime.now(VIETNAM),
         )  # fmt: skip
         await self._request("POST", f"/v1/edocs/{_id(delivery.id)}/status", receipt, XML)

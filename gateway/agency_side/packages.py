@@ -178,7 +178,7 @@ def open_delivery(
     return Opened(transfer, package, sealed, content, signer, attachments)
 
 
-def arrival_receipt(certs_dir: Path, code: str, opened: Opened, sealed: bytes, *, now: datetime) -> bytes:
+def arrival_receipt(certs_dir: Path, code: str, opened: Opened, *, now: datetime) -> bytes:
     """The recipient's own signed 01 over the digest of exactly the sealed transfer header it
     fetched (``Opened.sealed``, which names the package's digest):
     proof of delivery to this agency, not merely to a gateway (mandatory for classified documents)."""
@@ -190,6 +190,6 @@ def arrival_receipt(certs_dir: Path, code: str, opened: Opened, sealed: bytes, *
         about_document_id=opened.content.document_id,
         code=StatusCode.ARRIVED,
         now=now,
-        delivered_digest=base64.b64encode(hashlib.sha256(sealed).digest()).decode("ascii"),
+        delivered_digest=base64.b64encode(hashlib.sha256(opened.sealed).digest()).decode("ascii"),
     )
     return sign_package(certs_dir, code, root)

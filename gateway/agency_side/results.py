@@ -160,10 +160,9 @@ class Delivery:
     superseded_by: (
         str | None
     )  # a replacement the sender has sent since (the gateway's word, beside the package)
-    sealed: bytes = field(
-        repr=False
-    )  # the sealed transfer header as fetched: what a 01 receipt's digest covers
-    opened: Opened = field(repr=False, compare=False)  # as packages.open_delivery returned it
+    # As packages.open_delivery returned it; ``opened.sealed`` is the sealed transfer header as
+    # fetched, what a 01 receipt's digest covers.
+    opened: Opened = field(repr=False, compare=False)
     receipt_sent: bool = False  # this agency's own signed 01 went back (classified documents)
 
 

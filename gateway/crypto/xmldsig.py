@@ -29,6 +29,7 @@ to its own caller (``SignatureRejected.from_crypto`` for a client, or a ``Delive
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
@@ -117,8 +118,41 @@ class Verified:
         return self.digest.hex()
 
 
-def _pem_of(key: SigningKey) -> bytes:
-    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+@functools.lru_cache(maxsize=64)
+def _xmlsec_key(key: SigningKey) -> xmlsec.Key:
+    """libxmlsec1's copy of a signing key, made once per key (cached by identity: a node holds a
+    handful): turning it into PEM and back took a quarter of each seal. Assigning it to a
+    context duplicates it there, so one copy serves every signature."""
+    return xmlsec.Key.from_memory(
+        key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()), _XS.KeyDataFormatPem
+    )
+
+
+def _template(method: str, certificate: x509.Certificate) -> etree._Element:
+    """The ds:Signature libxmlsec1 fills in (DigestValue, SignatureValue), built with lxml: nodes
+    made by libxmlsec1's own template functions carry names outside the document's dictionary, and
+    lxml's ``find`` cannot see them until the tree is serialised and parsed again."""
+
+    def sub(parent: etree._Element, name: str, algorithm: str | None = None) -> etree._Element:
+        return etree.SubElement(parent, f"{{{DS}}}{name}", {"Algorithm": algorithm} if algorithm else {})
+
+    signature = etree.Element(f"{{{DS}}}Signature", nsmap={"ds": DS})
+    signed_info = sub(signature, "SignedInfo")
+    sub(signed_info, "CanonicalizationMethod", EXC_C14N)
+    sub(signed_info, "SignatureMethod", method)
+    reference = sub(signed_info, "Reference")
+    reference.set("URI", "")
+    transforms = sub(reference, "Transforms")
+    sub(transforms, "Transform", ENVELOPED)
+    sub(transforms, "Transform", EXC_C14N)
+    sub(reference, "DigestMethod", SHA256)
+    sub(reference, "DigestValue")
+    sub(signature, "SignatureValue")
+    data = sub(sub(signature, "KeyInfo"), "X509Data")
+    sub(data, "X509Certificate").text = base64.b64encode(certificate.public_bytes(Encoding.DER)).decode(
+        "ascii"
+    )
+    return signature
 
 
 def sign_enveloped(root: etree._Element, key: SigningKey, chain: list[x509.Certificate]) -> etree._Element:
@@ -137,24 +171,16 @@ def sign_enveloped(root: etree._Element, key: SigningKey, chain: list[x509.Certi
         )
     placeholder = placeholders[0]
     assert isinstance(placeholder, etree._Element)
-    method = (
-        _XS.TransformEcdsaSha256 if isinstance(key, ec.EllipticCurvePrivateKey) else _XS.TransformRsaSha256
+    template = _template(
+        ECDSA_SHA256 if isinstance(key, ec.EllipticCurvePrivateKey) else RSA_SHA256, chain[0]
     )
-    template = xmlsec.template.create(root, _XS.TransformExclC14N, method, ns="ds")
-    reference = xmlsec.template.add_reference(template, _XS.TransformSha256, uri="")
-    xmlsec.template.add_transform(reference, _XS.TransformEnveloped)
-    xmlsec.template.add_transform(reference, _XS.TransformExclC14N)
-    certificate = etree.SubElement(
-        xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(template)), f"{{{DS}}}X509Certificate"
-    )
-    certificate.text = base64.b64encode(chain[0].public_bytes(Encoding.DER)).decode("ascii")
     parent = placeholder.getparent()
     assert parent is not None
     template.tail = placeholder.tail
     parent.replace(placeholder, template)
     context = xmlsec.SignatureContext()
     try:
-        context.key = xmlsec.Key.from_memory(_pem_of(key), _XS.KeyDataFormatPem)
+        context.key = _xmlsec_key(key)
         context.sign(template)
     except xmlsec.Error as exc:
         raise CryptoError(f"cannot sign the document: {exc}") from exc

@@ -36,10 +36,11 @@ def _validate(schema: etree.XMLSchema, root: etree._Element, what: str) -> None:
     # in its length (16 MB of one attachment took 0.6 s, 36 MB over 5). An attachment's base64 is
     # checked here instead, in linear time, and the validator sees a stand-in of the same type.
     held = [(node, node.text or "") for node in root.iter(_ENCODED) if len(node.text or "") > _LONG_TEXT]
-    for node, text in held:
+    for _, text in held:  # all checked before any is replaced: a refusal leaves the tree as it was
         _check_base64(text, what)
-        node.text = "AAAA"
     try:
+        for node, _ in held:
+            node.text = "AAAA"
         etree.fromstring(etree.tostring(root), parser)
     except etree.XMLSyntaxError as exc:
         # The thread's error log keeps earlier parses' entries: this one's is the last. Validation
