@@ -24,9 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.throughput import BODY, SENDER
-from gateway.agency_side.packages import sign_package
-from gateway.domain.edxml import NewEdoc, Organ, build_edoc
+from bench.throughput import SENDER, signed_packages
 from gateway.runtime.config import load_config
 from gateway.runtime.node import init_home
 from tests.conftest import client_context, set_setting
@@ -41,24 +39,7 @@ async def run(rate: float, seconds: float) -> None:
     set_setting(home, "submit_rate", "0")
     config = load_config(home)
     n = int(rate * seconds)
-    now = datetime.now(UTC)
-    packages = [
-        sign_package(
-            config.certs,
-            SENDER,
-            build_edoc(
-                NewEdoc(
-                    sender=Organ(SENDER),
-                    recipients=[Organ(RECIPIENT)],
-                    document_id=f"{SENDER},2026/12/04,{i}/OPEN",
-                    subject=f"Công văn số {i}",
-                    content=BODY,
-                ),
-                now=now,
-            ),
-        )
-        for i in range(n)
-    ]
+    packages = signed_packages(config, n, [RECIPIENT], "OPEN")
     port = free_port()
     base = f"https://localhost:{port}"
     proc = start_gateway(home, "serve", "--port", str(port), log=home / "serve.log")

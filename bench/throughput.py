@@ -26,7 +26,7 @@ import aiohttp
 from bench.load import submit_all
 from gateway.agency_side.packages import sign_package
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc
-from gateway.runtime.config import load_config
+from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import init_home
 from tests.conftest import client_context, set_setting
 from tests.processes import free_port, start_gateway, wait_healthy
@@ -34,6 +34,28 @@ from tests.processes import free_port, start_gateway, wait_healthy
 SENDER = "000.00.00.G22"
 RECIPIENTS = ["000.00.00.A01", "000.00.00.I01", "000.00.00.H41", "000.00.00.G12"]
 BODY = "Nội dung văn bản hành chính về triển khai chính quyền địa phương hai cấp. " * 100
+
+
+def signed_packages(config: Config, n: int, recipients: list[str], series: str) -> list[bytes]:
+    """``n`` ordinary documents (about 12 KB) from SENDER to ``recipients``, signed in advance."""
+    now = datetime.now(UTC)
+    return [
+        sign_package(
+            config.certs,
+            SENDER,
+            build_edoc(
+                NewEdoc(
+                    sender=Organ(SENDER, "Văn phòng Chính phủ"),
+                    recipients=[Organ(r) for r in recipients],
+                    document_id=f"{SENDER},2026/11/22,{i}/{series}",
+                    subject=f"Công văn số {i} về việc thử tải",
+                    content=BODY,
+                ),
+                now=now,
+            ),
+        )
+        for i in range(n)
+    ]
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -48,25 +70,8 @@ async def run(n: int, concurrency: int, recipients: list[str]) -> None:
     init_home(home, now=datetime.now(UTC))
     set_setting(home, "submit_rate", "0")  # one sender is the whole load here: no per-agency limit
     config = load_config(home)
-    now = datetime.now(UTC)
     t0 = time.perf_counter()
-    packages = [
-        sign_package(
-            config.certs,
-            SENDER,
-            build_edoc(
-                NewEdoc(
-                    sender=Organ(SENDER, "Văn phòng Chính phủ"),
-                    recipients=[Organ(r) for r in recipients],
-                    document_id=f"{SENDER},2026/11/22,{i}/BENCH",
-                    subject=f"Công văn số {i} về việc thử tải",
-                    content=BODY,
-                ),
-                now=now,
-            ),
-        )
-        for i in range(n)
-    ]
+    packages = signed_packages(config, n, recipients, "BENCH")
     print(f"prepared {n} signed documents of {len(packages[0])} bytes in {time.perf_counter() - t0:.1f} s")
     port = free_port()
     base = f"https://localhost:{port}"
