@@ -9,14 +9,16 @@ A little over 400 lines: one short method per port method, kept together as the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, delete, func, select, update
 
-from gateway.domain.vocabulary import DeliveryState, Network
-from gateway.errors import DocumentConflict
+from gateway.domain.edxml import AttachmentFacts
+from gateway.domain.vocabulary import Classification, DeliveryState, Network
+from gateway.errors import DocumentConflict, StoreError
 from gateway.exchange.ports import (
+    CLASSIFIED_ATTACHMENTS,
     AtRisk,
     Carried,
     DeliveryRecord,
@@ -39,6 +41,7 @@ from gateway.infra.sql.notifications import claim_notifications, queue_notificat
 from gateway.infra.sql.notify import notify_work
 from gateway.infra.sql.rows import (
     DOC_COLUMNS,
+    A,
     D,
     DocumentView,
     E,
@@ -46,10 +49,14 @@ from gateway.infra.sql.rows import (
     P,
     R,
     V,
+    attachment_facts,
+    attachment_rows,
     delivery_record,
     document_record,
     event_record,
 )
+
+_CHUNK = 1024 * 1024  # the largest piece package_chunks reads at a time
 
 
 class SqlStore:
@@ -366,6 +373,29 @@ class SqlStore:
             lambda c: c.execute(select(D.c.package).where(D.c.id == doc_id)).scalar_one_or_none()
         )
 
+    async def package_chunks(
+        self, doc_id: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        # One read per piece, so no more than a piece is ever held here; a piece shorter than
+        # asked for is the package's last.
+        at = max(start, 0)
+        while end is None or at < end:
+            want = _CHUNK if end is None else min(_CHUNK, end - at)
+            piece = await self._db.read(_package_piece(doc_id, at, want))
+            if not piece:
+                return
+            yield bytes(piece)
+            if len(piece) < want:
+                return
+            at += len(piece)
+
+    async def attachments(self, doc_id: str) -> list[AttachmentFacts]:
+        def op(conn: Connection) -> list[AttachmentFacts]:
+            rows = conn.execute(select(A).where(A.c.document == doc_id).order_by(A.c.position))
+            return [attachment_facts(r) for r in rows]
+
+        return await self._db.read(op)
+
     async def deliveries(self, doc_id: str) -> list[DeliveryRecord]:
         def op(conn: Connection) -> list[DeliveryRecord]:
             rows = conn.execute(select(V).where(V.c.document == doc_id).order_by(V.c.id))
@@ -494,6 +524,12 @@ class SqlStore:
         return await self._db.read(op)
 
 
+def _package_piece(doc_id: str, at: int, size: int) -> Callable[[Connection], bytes | None]:
+    """The read of ``size`` bytes of a stored package from offset ``at`` (substr counts from 1)."""
+    query = select(func.substr(D.c.package, at + 1, size)).where(D.c.id == doc_id)
+    return lambda conn: conn.execute(query).scalar_one_or_none()
+
+
 def _accept_after_race(conn: Connection, doc: NewDocument, conflict: Exception) -> tuple[str, bool]:
     row = conn.execute(
         select(D.c.id, D.c.signed_digest).where(D.c.sender == doc.sender, D.c.doc_key == doc.doc_key)
@@ -552,6 +588,10 @@ def _insert_document(conn: Connection, doc: NewDocument) -> None:
             package=doc.package,
         )
     )
+    if doc.attachments:
+        if doc.classification is not Classification.NONE:
+            raise StoreError(CLASSIFIED_ATTACHMENTS.format(id=doc.id))
+        conn.execute(A.insert(), attachment_rows(doc.id, doc.attachments))
     notify_work(conn)
     rank = fair_rank(conn, doc.sender, int(doc.priority))
     for route in doc.routes:
