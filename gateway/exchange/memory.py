@@ -396,7 +396,7 @@ class MemoryStore:
 
     async def attachments(self, doc_id: str) -> list[AttachmentFacts]:
         stored = self._documents.get(doc_id)
-        return list(stored.attachments) if stored is not None else []
+        return sorted(stored.attachments, key=lambda a: a.position) if stored is not None else []
 
     async def deliveries(self, doc_id: str) -> list[DeliveryRecord]:
         return [d.record for d in self._of_document(doc_id)]

@@ -9,10 +9,11 @@ A little over 400 lines: one short method per port method, kept together as the 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, delete, func, select, update
+from sqlalchemy import Connection, and_, delete, func, literal_column, select, update
 
 from gateway.domain.edxml import AttachmentFacts
 from gateway.domain.vocabulary import Classification, DeliveryState, Network
@@ -525,9 +526,26 @@ class SqlStore:
 
 
 def _package_piece(doc_id: str, at: int, size: int) -> Callable[[Connection], bytes | None]:
-    """The read of ``size`` bytes of a stored package from offset ``at`` (substr counts from 1)."""
-    query = select(func.substr(D.c.package, at + 1, size)).where(D.c.id == doc_id)
-    return lambda conn: conn.execute(query).scalar_one_or_none()
+    """The read of ``size`` bytes of a stored package from offset ``at``; None if not stored."""
+
+    def op(conn: Connection) -> bytes | None:
+        if conn.dialect.name != "sqlite":
+            # PostgreSQL fetches only the TOAST chunks a substring covers (substr counts from 1).
+            query = select(func.substr(D.c.package, at + 1, size)).where(D.c.id == doc_id)
+            return conn.execute(query).scalar_one_or_none()
+        # SQLite's substr materialises the whole blob for every piece (a 50 MB package read in
+        # 1 MiB pieces: 3 s and +53 MB of peak RSS); its incremental blob I/O reads the piece only.
+        rowid = conn.execute(select(literal_column("rowid")).where(D.c.id == doc_id)).scalar_one_or_none()
+        if rowid is None:
+            return None
+        try:
+            with conn.connection.dbapi_connection.blobopen("documents", "package", rowid) as blob:
+                blob.seek(min(at, len(blob)))
+                return bytes(blob.read(size))
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+
+    return op
 
 
 def _accept_after_race(conn: Connection, doc: NewDocument, conflict: Exception) -> tuple[str, bool]:
