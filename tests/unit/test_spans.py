@@ -48,12 +48,11 @@ def test_what_is_not_strict_base64_is_refused(pieces: list[bytes]) -> None:
 
 def test_the_decoder_carries_what_is_past_a_group_of_four() -> None:
     decoder = Base64Pieces()
-    assert (decoder.feed(b"QU"), decoder.feed(b"JD QQ"), decoder.feed(b"=="), decoder.finish()) == (
-        b"",
-        b"ABC",
-        b"A",
-        None,
-    )
+    assert (decoder.feed(b"QU"), decoder.feed(b"JD QQ"), decoder.feed(b"==")) == (b"", b"ABC", b"A")
+    decoder.finish()  # nothing left over
+    decoder.feed(b"Q")
+    with pytest.raises(binascii.Error):
+        decoder.finish()
 
 
 def test_spans_are_found_with_any_prefix_and_empty_elements_are_empty() -> None:
