@@ -90,7 +90,8 @@ async def run(n: int, concurrency: int, url: str) -> None:
     print(
         f"store {url.split(':')[0]}: {n} documents, concurrency {concurrency}: "
         f"accepted {n / accept_s:.0f} docs/s ({accept_cpu / n * 1e6:.0f} µs CPU each), "
-        f"claimed and completed {done / carry_s:.0f} routes/s ({carry_cpu / max(done, 1) * 1e6:.0f} µs CPU each)"
+        f"claimed and completed {done / carry_s:.0f} routes/s "
+        f"({carry_cpu / max(done, 1) * 1e6:.0f} µs CPU each)"
     )
 
 

@@ -15,7 +15,6 @@ from gateway.domain.vocabulary import Network, Priority
 from gateway.exchange.ports import RouteJob
 from gateway.infra.sql.rows import D, R, V, document_record
 
-
 # Built once: a statement made per call cost more in SQLAlchemy's construction and cache-key work
 # than SQLite took to run it (bench/store_writes.py, issue 13). One query for both ends of the lane.
 _LANE = and_(R.c.state == "pending", R.c.priority == bindparam("priority"))

@@ -17,7 +17,6 @@ from gateway.domain.vocabulary import Network, Priority
 from gateway.exchange.ports import NotificationJob
 from gateway.infra.sql.rows import D, N, P
 
-
 # Built once: it runs for every delivery that lands (bench/store_writes.py).
 _WITH_ENDPOINT = select(P.c.agency).where(P.c.agency.in_(bindparam("agencies", expanding=True)))
 

@@ -51,7 +51,6 @@ from gateway.infra.sql.rows import (
     event_record,
 )
 
-
 # The statements of the hot path (every accepted document runs them), built once: made per call,
 # SQLAlchemy's statement construction and cache keys cost more than SQLite took to run them
 # (bench/store_writes.py, issue 13). Values come as parameters.
