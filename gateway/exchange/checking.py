@@ -18,13 +18,16 @@ from gateway.crypto.xmldsig import verify_enveloped
 from gateway.crypto.xmlenc import EncryptionRecipient, encrypt_element
 from gateway.domain.edxml import (
     LEGACY_SIGNATURE_ONLY,
+    AttachmentFacts,
     Edoc,
     Status,
+    attachment_facts,
     legacy_signature_only,
     read_package,
     signature_location,
     validate_package,
 )
+from gateway.domain.vocabulary import Classification
 from gateway.domain.xmlsafe import XmlLimits, parse_xml
 from gateway.errors import SignatureInvalid, SignatureRejected
 
@@ -37,11 +40,14 @@ MAX_CERTIFICATE_BYTES = 64 * 1024
 class Checked:
     """What the CPU phase found in a package: only what the signature verifier returned as signed
     (the routing facts read from the signed tree, and the digest of the signed bytes), plus the
-    certificate the verifier checked the signature with, for ``Trust`` to judge."""
+    certificate the verifier checked the signature with, for ``Trust`` to judge; for an
+    unclassified edoc, the facts of its attachments (digests and spans, never their bytes: this
+    crosses back from a checker process)."""
 
     package: Edoc | Status
     signed_digest: str
     certificate: bytes  # DER
+    attachments: tuple[AttachmentFacts, ...] = ()
 
 
 def _bounded_certificate(cert: x509.Certificate) -> None:
@@ -70,7 +76,11 @@ def check_package(raw: bytes, limits: XmlLimits) -> Checked:
     except SignatureInvalid as exc:
         raise SignatureRejected.from_crypto(exc) from exc
     package = read_package(verified.signed)
-    return Checked(package, verified.signed_digest, verified.certificate.public_bytes(Encoding.DER))
+    # A classified package is stored encrypted: neither its attachments' names nor spans in it
+    # mean anything at rest, and the names must never be stored in clear.
+    plain = isinstance(package, Edoc) and package.classification is Classification.NONE
+    facts = attachment_facts(raw, verified.signed) if plain else ()
+    return Checked(package, verified.signed_digest, verified.certificate.public_bytes(Encoding.DER), facts)
 
 
 def encrypt_package(raw: bytes, limits: XmlLimits, recipients: Sequence[EncryptionRecipient]) -> bytes:

@@ -34,6 +34,7 @@ from gateway.crypto.xmlenc import EncryptionRecipient
 from gateway.domain.agencies import Registry, Resolution
 from gateway.domain.clock import Clock
 from gateway.domain.edxml import (
+    AttachmentFacts,
     BusinessDocType,
     Edoc,
     Status,
@@ -174,7 +175,9 @@ class Intake:
                     f"the package is signed as '{package.classification.slug}' but declared for routing as "
                     f"'{(declared or Classification.NONE).slug}' (X-Classification header); they must match"
                 )
-            return await self._accept_edoc(package, raw, checked.signed_digest, signer, verify_event)
+            return await self._accept_edoc(
+                package, raw, checked.signed_digest, signer, verify_event, checked.attachments
+            )
         if about is None:
             raise BadRequest("a status package goes to POST /v1/edocs/{id}/status, not /v1/edocs")
         return await self._accept_status(package, raw, checked.signed_digest, signer, verify_event, about)
@@ -194,6 +197,7 @@ class Intake:
         digest: str,
         signer: CertIdentity,
         verified: NewEvent,
+        attachments: tuple[AttachmentFacts, ...] = (),
     ) -> Accepted:
         if pkg.business.doc_type is BusinessDocType.RECALL:
             return await self._accept_recall_package(pkg, raw, digest, signer, verified)
@@ -256,6 +260,8 @@ class Intake:
             events=tuple(events),
             due_at=due_at(pkg.due),
             business_doc_type=int(pkg.business.doc_type) if original is not None else None,
+            # Their spans are offsets in ``raw``, which is what is stored when unclassified.
+            attachments=() if classified else attachments,
         )
         stored_id, created = await self._store.accept(doc)
         if created:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from gateway.domain.agencies import Registry
 from gateway.domain.clock import Clock
 from gateway.domain.edxml import (
     Attachment,
+    AttachmentFacts,
     BusinessDocType,
     Edoc,
     Organ,
@@ -36,6 +38,8 @@ from gateway.domain.edxml import (
     read_package,
     signature_location,
 )
+from gateway.domain.edxml.attachments import content_key
+from gateway.domain.edxml.spans import Base64Pieces
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, StatusCode
 from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import AttachmentEncrypted, ClientError, Forbidden, GatewayError, NotFound, StoreError
@@ -138,11 +142,15 @@ class Mailbox:
             self._on_accepted()
         return sealed, package
 
-    async def attachment(self, agency: str, doc_id: str, content_id: str) -> Attachment:
-        """One attachment of a document delivered to ``agency``, decoded from the stored package
-        (checked against the digest it was stored with, then parsed off the event loop). A
-        classified document's attachments are ciphertext here: ``AttachmentEncrypted``. Reading
-        one is recorded in the trace; it is not a fetch (no 01 is issued)."""
+    async def attachment(self, agency: str, doc_id: str, content_id: str) -> ServedAttachment:
+        """One attachment of a document delivered to ``agency``, decoded from the stored package.
+
+        Where intake recorded the span of its base64 text, that span alone is read and decoded
+        piece by piece, once to check it against the digest recorded then and again as it is
+        sent (memory: a piece, whatever the size); otherwise (documents stored before, taken over
+        from a peer, spans that did not verify) the whole package is checked against its digest
+        and parsed off the event loop. A classified document's attachments are ciphertext here:
+        ``AttachmentEncrypted``. Reading one is recorded in the trace; it is not a fetch (no 01)."""
         doc, deliveries = await self._visible(agency, doc_id)
         mine = next((d for d in deliveries if d.recipient == agency), None)
         if mine is None:
@@ -158,18 +166,58 @@ class Mailbox:
                 f"document {doc_id} is classified ('{doc.classification.slug}'): the gateway holds only its "
                 "ciphertext; fetch the document and decrypt it (gateway fetch --attachment does)"
             )
-        package = await self._store.package(doc_id)
-        if package is None:
-            raise NotFound(f"document {doc_id} has no stored package")
-        found = await asyncio.to_thread(_attachment_in, package, doc.package_sha256, content_id)
-        if found is None:
+        recorded = await self._store.attachments(doc_id)
+        wanted = content_key(content_id)
+        facts = next((a for a in recorded if a.content_id == wanted), None)
+        if recorded and facts is None:  # what was recorded is every attachment the package has
             raise NotFound(f"document {doc_id} has no attachment with ContentId {_shown_cid(content_id)}")
+        if facts is not None and facts.span is not None:
+            async for _ in self._span_decoded(doc_id, facts):
+                pass  # the first pass only hashes: nothing is sent before the digest is known good
+            served = ServedAttachment(
+                facts.content_id, facts.name, facts.content_type, facts.size, facts.sha256,
+                self._span_decoded(doc_id, facts),
+            )  # fmt: skip
+        else:
+            served = await self._parsed_attachment(doc, content_id)
         event = NewEvent(
             "attachment_fetched", self._clock.now(), doc_id, agency, mine.network.value,
-            {"content_id": found.content_id, "size": len(found.data)},
+            {"content_id": served.content_id, "size": served.size},
         )  # fmt: skip
         await self._store.add_events([event])
-        return found
+        return served
+
+    async def _span_decoded(self, doc_id: str, facts: AttachmentFacts) -> AsyncIterator[bytes]:
+        """The decoded bytes of the attachment's recorded span, read a piece at a time; StoreError
+        once they turn out not to be the bytes recorded at acceptance (its digest and size)."""
+        assert facts.span is not None
+        offset, length = facts.span
+        decoder, digest, size = Base64Pieces(), hashlib.sha256(), 0
+        try:
+            async for piece in self._store.package_chunks(doc_id, offset, offset + length):
+                out = decoder.feed(piece)
+                digest.update(out)
+                size += len(out)
+                if out:
+                    yield out
+            decoder.finish()
+        except binascii.Error:
+            raise StoreError(_CHANGED) from None
+        if (size, digest.hexdigest()) != (facts.size, facts.sha256):
+            raise StoreError(_CHANGED)
+
+    async def _parsed_attachment(self, doc: DocumentRecord, content_id: str) -> ServedAttachment:
+        package = await self._store.package(doc.id)
+        if package is None:
+            raise NotFound(f"document {doc.id} has no stored package")
+        found = await asyncio.to_thread(_attachment_in, package, doc.package_sha256, content_id)
+        del package
+        if found is None:
+            raise NotFound(f"document {doc.id} has no attachment with ContentId {_shown_cid(content_id)}")
+        sha256 = hashlib.sha256(found.data).hexdigest()
+        return ServedAttachment(
+            found.content_id, found.name, found.content_type, len(found.data), sha256, _once(found.data)
+        )
 
     def _arrival_receipt(self, doc: DocumentRecord, delivery: DeliveryRecord, sealed: bytes) -> NewDocument:
         """A 01 status, signed on the recipient's side over the digest of exactly what was delivered."""
@@ -305,11 +353,32 @@ class Mailbox:
         return await self._store.events(doc_id)
 
 
+_CHANGED = "the stored package changed since it was accepted (its SHA-256 differs)"
+
+
+@dataclass(frozen=True)
+class ServedAttachment:
+    """One attachment as it is sent: what it is served with, the size and SHA-256 (hex) of its
+    decoded bytes, and those bytes in pieces (read once; a piece that turns out not to be what
+    was accepted ends them with StoreError)."""
+
+    content_id: str
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    pieces: AsyncIterator[bytes]
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 def _attachment_in(package: bytes, sha256: str | None, content_id: str) -> Attachment | None:
     """Read one attachment from a stored, unclassified package: only bytes whose digest is the one
     recorded when the package was accepted (its sender's signature verified then) are read."""
     if sha256 is not None and hashlib.sha256(package).hexdigest() != sha256:
-        raise StoreError("the stored package changed since it was accepted (its SHA-256 differs)")
+        raise StoreError(_CHANGED)
     root = parse_xml(package, max_bytes=max(len(package), 1))
     etree.strip_elements(root, etree.Comment, with_tail=False)  # as the verifier read it
     return attachment_by_content_id(root, content_id)

@@ -19,13 +19,15 @@ import asyncio
 import hashlib
 import itertools
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from gateway.domain.edxml import AttachmentFacts
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
 from gateway.errors import DocumentConflict, StoreError
 from gateway.exchange.ports import (
+    CLASSIFIED_ATTACHMENTS,
     AtRisk,
     Carried,
     DeliveryRecord,
@@ -44,6 +46,7 @@ _RECALL_CODES = frozenset(c.value for c in RECALL_CODES)
 _ANSWERED = frozenset({"02", "03", "04", "05", "06"})  # any of these means the recipient has responded
 _AT_RISK_STATES = frozenset({DeliveryState.PENDING, DeliveryState.DELIVERED, DeliveryState.FETCHED})
 _DEADLINE_FLAGS = frozenset({"deadline_near", "overdue"})
+_CHUNK = 1024 * 1024  # package_chunks' pieces, as the SQL store reads them
 
 
 @dataclass
@@ -51,6 +54,7 @@ class _Stored:
     record: DocumentRecord
     doc_key: str
     package: bytes
+    attachments: tuple[AttachmentFacts, ...] = ()
 
 
 @dataclass
@@ -380,6 +384,20 @@ class MemoryStore:
         stored = self._documents.get(doc_id)
         return stored.package if stored is not None else None
 
+    async def package_chunks(
+        self, doc_id: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        stored = self._documents.get(doc_id)
+        if stored is None:
+            return
+        stop = len(stored.package) if end is None else min(end, len(stored.package))
+        for at in range(max(start, 0), stop, _CHUNK):
+            yield stored.package[at : min(at + _CHUNK, stop)]
+
+    async def attachments(self, doc_id: str) -> list[AttachmentFacts]:
+        stored = self._documents.get(doc_id)
+        return sorted(stored.attachments, key=lambda a: a.position) if stored is not None else []
+
     async def deliveries(self, doc_id: str) -> list[DeliveryRecord]:
         return [d.record for d in self._of_document(doc_id)]
 
@@ -510,6 +528,11 @@ class MemoryStore:
             raise StoreError(
                 f"database error: IntegrityError (document {doc.id} repeats a network or recipient)"
             )
+        positions = [a.position for a in doc.attachments]
+        if len(set(positions)) != len(positions):
+            raise StoreError(f"database error: IntegrityError (document {doc.id} repeats an attachment)")
+        if doc.attachments and doc.classification is not Classification.NONE:
+            raise StoreError(CLASSIFIED_ATTACHMENTS.format(id=doc.id))
         self._prepare(doc.events)  # that its records can be written at all
         due = _utc(doc.due_at) if doc.due_at is not None else None
         return replace(doc, accepted_at=_utc(doc.accepted_at), due_at=due)
@@ -534,7 +557,7 @@ class MemoryStore:
             due_at=doc.due_at,
             business_doc_type=doc.business_doc_type,
         )
-        self._documents[doc.id] = _Stored(record, doc.doc_key, doc.package)
+        self._documents[doc.id] = _Stored(record, doc.doc_key, doc.package, doc.attachments)
         self._by_key[(doc.sender, doc.doc_key)] = doc.id
         priority = int(doc.priority)
         rank = self._fair_rank(doc.sender, priority)

@@ -10,13 +10,17 @@ Nothing in the core reaches for a global.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from gateway.domain.edxml import AttachmentFacts
 from gateway.domain.transfer import PackageRef
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
+
+# Both stores refuse this: what a classified document's attachments are called is never stored.
+CLASSIFIED_ATTACHMENTS = "document {id} is classified: the facts of its attachments are never stored"
 
 # --- records ------------------------------------------------------------------------------------
 
@@ -70,6 +74,9 @@ class NewDocument:
     due_at: datetime | None = None  # DueDate, or the time set for a Hỏa tốc hẹn giờ delivery
     # An edoc's BussinessDocType: 2 updates and 3 replaces the edoc named in ``response_for``.
     business_doc_type: int | None = None
+    # An unclassified edoc's attachments, as the CPU phase found them in ``package`` (names,
+    # digests, spans); always empty for a classified one, whose names must not be stored in clear.
+    attachments: tuple[AttachmentFacts, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,17 @@ class DocumentReads(Protocol):
 
     async def sealed_for(self, doc_id: str, network: Network) -> bytes | None:
         """The sealed transfer as ``network`` holds it; None until its route is done."""
+        ...
+
+    def package_chunks(self, doc_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The stored package's bytes ``[start, end)`` (``end`` None: to its end), in pieces of at
+        most 1 MiB read one at a time, so that a range is never held whole; nothing for a
+        document that is not stored."""
+        ...
+
+    async def attachments(self, doc_id: str) -> list[AttachmentFacts]:
+        """The attachments recorded with the document when it was stored, by position; empty for
+        a classified document, one taken over from a peer node, or one stored before they were."""
         ...
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import ssl
@@ -34,6 +33,7 @@ from gateway.errors import (
     NotFound,
     PackageTooLarge,
     RequestTimeout,
+    StoreError,
     TooManyRequests,
     Unauthenticated,
     UploadsBusy,
@@ -266,20 +266,32 @@ class Api:
 
     async def attachment(self, request: web.Request) -> web.StreamResponse:
         """One decoded attachment of an unclassified document, by its ContentId, with its type, a
-        safe file name and its SHA-256 (``X-Content-SHA256``, hex) to check it by."""
+        safe file name and its SHA-256 (``X-Content-SHA256``, hex) to check it by; streamed."""
         agency = self.agency_of(request)
         found = await self._mailbox.attachment(agency, request.match_info["id"], request.match_info["cid"])
         headers = {
             "Content-Type": found.content_type if _MEDIA_TYPE.fullmatch(found.content_type) else _OCTETS,
             "Content-Disposition": content_disposition(found.name),
-            "X-Content-SHA256": hashlib.sha256(found.data).hexdigest(),
+            "X-Content-SHA256": found.sha256,
             "X-Content-Type-Options": "nosniff",  # never rendered as what it claims: it is a file
             "X-Request-Id": request[REQUEST_ID],
         }
         response = web.StreamResponse(headers=headers)
-        response.content_length = len(found.data)
+        response.content_length = found.size
         await response.prepare(request)
-        await _write_in_slices(response, found.data)
+        try:
+            async for piece in found.pieces:
+                await _write_in_slices(response, piece)
+        except StoreError as exc:
+            # The stored bytes changed while they were sent. The status line is gone, so the one
+            # refusal left is to cut the connection short of Content-Length (an error answer
+            # written now would read as more of the body).
+            log.error(
+                "%s %s: %s", request.method, request.path, exc, extra={"request_id": request[REQUEST_ID]}
+            )
+            if request.transport is not None:
+                request.transport.close()
+            return response
         await response.write_eof()
         return response
 

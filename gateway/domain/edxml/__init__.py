@@ -5,6 +5,7 @@
 * ``schema``: ``validate_package`` (XSD, then the rules it cannot say) and ``validate_transfer``;
 * ``reading``: the facts the gateway acts on, each exactly once, from a verified package;
 * ``dates``, ``attachments``: dates in the forms senders use; attachment names and the manifest;
+* ``spans``: where an attachment's base64 text lies in the raw package, decoded piece by piece;
 * ``building``: packages and statuses in the SDKs' shape.
 
 Fields are only ever acted on as read from what a signature verifier returned as signed (see
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 from gateway.domain.edxml.attachments import (
     Attachment,
+    AttachmentFacts,
     attachment_by_content_id,
+    attachment_facts,
     attachments_of,
     check_attachment_name,
 )
@@ -59,6 +62,7 @@ __all__ = [
     "NS",
     "NSMAP",
     "Attachment",
+    "AttachmentFacts",
     "Business",
     "BusinessDocType",
     "DocumentRef",
@@ -71,6 +75,7 @@ __all__ = [
     "StaffInfo",
     "Status",
     "attachment_by_content_id",
+    "attachment_facts",
     "attachments_of",
     "build_edoc",
     "build_status",

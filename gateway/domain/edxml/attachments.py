@@ -13,14 +13,17 @@ attachment names can say what it is about, and messages reach logs.
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from lxml import etree
 
 from gateway.domain.edxml.names import attachments_parent, envelope_of, q, value_of
+from gateway.domain.edxml.spans import PIECE, decoded, encoded_spans, raw_pieces
 from gateway.errors import AttachmentMismatch, InvalidAttachmentName
 
 MAX_NAME_BYTES = 255  # what common file systems allow for one file name
@@ -141,33 +144,100 @@ def check_attachments(root: etree._Element) -> None:
             )
 
 
-def attachments_of(signed: etree._Element) -> list[Attachment]:
-    """Decode the attachments of a verified package (for the CLI's fetch): the attachment's own
-    name and ContentType first, the manifest's where the attachment has none."""
+def _described(signed: etree._Element) -> Iterator[tuple[_Entry, str, str]]:
+    """Each attachment with the name and ContentType it is served with: the attachment's own
+    first, the manifest's where the attachment has none."""
     by_reference = {content_key(r.content_id): r for r in _references(signed)}
-    found = []
     for att in _attachments(signed):
         ref = by_reference.get(content_key(att.content_id))
         name = att.name or (ref.name if ref else None) or f"attachment-{att.position}"
         content_type = att.content_type or (ref.content_type if ref else None) or "application/octet-stream"
-        encoded = _text(att.node, "ContentTransferEncoded") or ""
-        found.append(
-            Attachment(name, content_type.strip(), base64.b64decode(encoded), content_key(att.content_id))
-        )
-    return found
+        yield att, name, content_type.strip()
+
+
+def _encoded(att: _Entry) -> str:
+    return _text(att.node, "ContentTransferEncoded") or ""
+
+
+def attachments_of(signed: etree._Element) -> list[Attachment]:
+    """Decode the attachments of a verified package (for the CLI's fetch)."""
+    return [
+        Attachment(name, content_type, base64.b64decode(_encoded(att)), content_key(att.content_id))
+        for att, name, content_type in _described(signed)
+    ]
 
 
 def attachment_by_content_id(signed: etree._Element, content_id: str) -> Attachment | None:
     """The one attachment of a verified package named ``content_id`` (``cid:`` or not), decoded;
     None when the package has none by that id. Decodes that attachment only."""
     wanted = content_key(content_id)
-    by_reference = {content_key(r.content_id): r for r in _references(signed)}
-    for att in _attachments(signed):
-        if content_key(att.content_id) != wanted:
-            continue
-        ref = by_reference.get(wanted)
-        name = att.name or (ref.name if ref else None) or f"attachment-{att.position}"
-        content_type = att.content_type or (ref.content_type if ref else None) or "application/octet-stream"
-        encoded = _text(att.node, "ContentTransferEncoded") or ""
-        return Attachment(name, content_type.strip(), base64.b64decode(encoded), wanted)
+    for att, name, content_type in _described(signed):
+        if content_key(att.content_id) == wanted:
+            return Attachment(name, content_type, base64.b64decode(_encoded(att)), wanted)
     return None
+
+
+@dataclass(frozen=True)
+class AttachmentFacts:
+    """One attachment of an unclassified package as the store records it at acceptance: what it
+    is served with, the size and SHA-256 (hex) of its decoded bytes, and the span (offset,
+    length) of its base64 text in the raw package bytes, or None when no span could be trusted
+    (then it is read from the parsed package)."""
+
+    position: int
+    content_id: str  # as ``content_key`` gives it: no ``cid:``
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    span: tuple[int, int] | None
+
+
+def attachment_facts(raw: bytes, signed: etree._Element) -> tuple[AttachmentFacts, ...]:
+    """The facts of each attachment of ``signed``, the verified tree parsed from ``raw``; none at
+    all if one attachment's text is not strict base64 once its white space is dropped (the
+    schema lets no such text through; then every attachment is read from the parsed package).
+
+    The digest is of the attachment as the signed tree holds it; the n-th ContentTransferEncoded
+    text found in ``raw`` is its span only if decoding exactly that span gives the same digest.
+    Linear in the package, and never more than a piece of decoded bytes at a time."""
+    candidates = encoded_spans(raw)
+    facts = []
+    for index, (att, name, content_type) in enumerate(_described(signed)):
+        digest = _digest_of_text(_encoded(att))
+        if digest is None:
+            return ()
+        span = candidates[index] if index < len(candidates) else None
+        if span is not None and _digest_of_span(raw, span) != digest:
+            span = None  # a CDATA section, a character reference, a comment: served the slow way
+        facts.append(
+            AttachmentFacts(att.position, content_key(att.content_id), name, content_type, *digest, span)
+        )
+    return tuple(facts)
+
+
+def _digest_of_text(text: str) -> tuple[int, str] | None:
+    # In pieces, so that a 50 MB attachment is never decoded whole.
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(text), PIECE):
+            yield "".join(text[start : start + PIECE].split()).encode("ascii")
+
+    try:
+        return _size_and_sha256(decoded(pieces()))
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+
+
+def _digest_of_span(raw: bytes, span: tuple[int, int]) -> tuple[int, str] | None:
+    try:
+        return _size_and_sha256(decoded(raw_pieces(raw, *span)))
+    except binascii.Error:
+        return None
+
+
+def _size_and_sha256(pieces: Iterable[bytes]) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    for piece in pieces:
+        digest.update(piece)
+        size += len(piece)
+    return size, digest.hexdigest()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gateway.domain.edxml import AttachmentFacts
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
 from gateway.exchange.ports import DeliveryRecord, DocumentRecord, EventRecord
 from gateway.infra.sql.tables import (
+    AttachmentRow,
     DeliveryRow,
     DocumentRow,
     EndpointRow,
@@ -22,6 +24,7 @@ V = DeliveryRow.__table__  # type: ignore[attr-defined]
 E = EventRow.__table__  # type: ignore[attr-defined]
 P = EndpointRow.__table__  # type: ignore[attr-defined]
 N = NotificationRow.__table__  # type: ignore[attr-defined]
+A = AttachmentRow.__table__  # type: ignore[attr-defined]
 
 DOC_COLUMNS = [c for c in D.c if c.name != "package"]
 
@@ -46,6 +49,30 @@ def document_record(row: Any) -> DocumentRecord:
         business_doc_type=row.business_doc_type,
         package_sha256=row.package_sha256,
     )
+
+
+def attachment_facts(row: Any) -> AttachmentFacts:
+    span = (row.span_offset, row.span_length) if row.span_offset is not None else None
+    return AttachmentFacts(
+        row.position, row.content_id, row.name, row.content_type, row.size, row.sha256, span
+    )
+
+
+def attachment_rows(doc_id: str, facts: tuple[AttachmentFacts, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "document": doc_id,
+            "position": a.position,
+            "content_id": a.content_id,
+            "name": a.name,
+            "content_type": a.content_type,
+            "size": a.size,
+            "sha256": a.sha256,
+            "span_offset": a.span[0] if a.span is not None else None,
+            "span_length": a.span[1] if a.span is not None else None,
+        }
+        for a in facts
+    ]
 
 
 def delivery_record(row: Any) -> DeliveryRecord:

@@ -9,14 +9,17 @@ A little over 400 lines: one short method per port method, kept together as the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, literal_column, select, update
 
-from gateway.domain.vocabulary import DeliveryState, Network
-from gateway.errors import DocumentConflict
+from gateway.domain.edxml import AttachmentFacts
+from gateway.domain.vocabulary import Classification, DeliveryState, Network
+from gateway.errors import DocumentConflict, StoreError
 from gateway.exchange.ports import (
+    CLASSIFIED_ATTACHMENTS,
     AtRisk,
     Carried,
     DeliveryRecord,
@@ -39,6 +42,7 @@ from gateway.infra.sql.notifications import claim_notifications, queue_notificat
 from gateway.infra.sql.notify import notify_work
 from gateway.infra.sql.rows import (
     DOC_COLUMNS,
+    A,
     D,
     DocumentView,
     E,
@@ -46,10 +50,14 @@ from gateway.infra.sql.rows import (
     P,
     R,
     V,
+    attachment_facts,
+    attachment_rows,
     delivery_record,
     document_record,
     event_record,
 )
+
+_CHUNK = 1024 * 1024  # the largest piece package_chunks reads at a time
 
 # The statements of the hot path (every accepted document runs them), built once: made per call,
 # SQLAlchemy's statement construction and cache keys cost more than SQLite took to run them
@@ -60,6 +68,7 @@ _BY_KEY = select(D.c.id, D.c.signed_digest).where(
 _INSERT_DOCUMENT = D.insert()
 _INSERT_ROUTE = R.insert()
 _INSERT_DELIVERY = V.insert()
+_INSERT_ATTACHMENTS = A.insert()
 _ROUTE_DONE = (
     update(R)
     .where(R.c.id == bindparam("b_route"), R.c.state == "pending")
@@ -385,6 +394,29 @@ class SqlStore:
             lambda c: c.execute(select(D.c.package).where(D.c.id == doc_id)).scalar_one_or_none()
         )
 
+    async def package_chunks(
+        self, doc_id: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        # One read per piece, so no more than a piece is ever held here; a piece shorter than
+        # asked for is the package's last.
+        at = max(start, 0)
+        while end is None or at < end:
+            want = _CHUNK if end is None else min(_CHUNK, end - at)
+            piece = await self._db.read(_package_piece(doc_id, at, want))
+            if not piece:
+                return
+            yield bytes(piece)
+            if len(piece) < want:
+                return
+            at += len(piece)
+
+    async def attachments(self, doc_id: str) -> list[AttachmentFacts]:
+        def op(conn: Connection) -> list[AttachmentFacts]:
+            rows = conn.execute(select(A).where(A.c.document == doc_id).order_by(A.c.position))
+            return [attachment_facts(r) for r in rows]
+
+        return await self._db.read(op)
+
     async def deliveries(self, doc_id: str) -> list[DeliveryRecord]:
         def op(conn: Connection) -> list[DeliveryRecord]:
             rows = conn.execute(select(V).where(V.c.document == doc_id).order_by(V.c.id))
@@ -513,6 +545,29 @@ class SqlStore:
         return await self._db.read(op)
 
 
+def _package_piece(doc_id: str, at: int, size: int) -> Callable[[Connection], bytes | None]:
+    """The read of ``size`` bytes of a stored package from offset ``at``; None if not stored."""
+
+    def op(conn: Connection) -> bytes | None:
+        if conn.dialect.name != "sqlite":
+            # PostgreSQL fetches only the TOAST chunks a substring covers (substr counts from 1).
+            query = select(func.substr(D.c.package, at + 1, size)).where(D.c.id == doc_id)
+            return conn.execute(query).scalar_one_or_none()
+        # SQLite's substr materialises the whole blob for every piece (a 50 MB package read in
+        # 1 MiB pieces: 3 s and +53 MB of peak RSS); its incremental blob I/O reads the piece only.
+        rowid = conn.execute(select(literal_column("rowid")).where(D.c.id == doc_id)).scalar_one_or_none()
+        if rowid is None:
+            return None
+        try:
+            with conn.connection.dbapi_connection.blobopen("documents", "package", rowid) as blob:
+                blob.seek(min(at, len(blob)))
+                return bytes(blob.read(size))
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
+
+    return op
+
+
 def _accept_after_race(conn: Connection, doc: NewDocument, conflict: Exception) -> tuple[str, bool]:
     row = conn.execute(_BY_KEY, {"sender": doc.sender, "doc_key": doc.doc_key}).first()
     if row is None:
@@ -546,6 +601,8 @@ def _set_route_aside(
 
 
 def _insert_document(conn: Connection, doc: NewDocument) -> None:
+    if doc.attachments and doc.classification is not Classification.NONE:
+        raise StoreError(CLASSIFIED_ATTACHMENTS.format(id=doc.id))
     conn.execute(
         _INSERT_DOCUMENT,
         {
@@ -570,6 +627,8 @@ def _insert_document(conn: Connection, doc: NewDocument) -> None:
             "package": doc.package,
         },
     )
+    if doc.attachments:
+        conn.execute(_INSERT_ATTACHMENTS, attachment_rows(doc.id, doc.attachments))
     notify_work(conn)
     rank = fair_rank(conn, doc.sender, int(doc.priority))
     for route in doc.routes:

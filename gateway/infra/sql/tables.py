@@ -72,6 +72,25 @@ class DocumentRow(SQLModel, table=True):
     package: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
+class AttachmentRow(SQLModel, table=True):
+    """One attachment of an unclassified edoc, as the CPU phase found it in the stored package:
+    what it is served with, the size and SHA-256 of its decoded bytes, and where its base64 text
+    lies in ``documents.package`` (NULL when no span could be trusted: read from the parsed
+    package). Never written for a classified document: its attachment names stay encrypted."""
+
+    __tablename__ = "attachments"
+
+    document: str = Field(foreign_key="documents.id", primary_key=True, max_length=32)
+    position: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    content_id: str  # as matched: without ``cid:``
+    name: str
+    content_type: str
+    size: int
+    sha256: str = Field(max_length=64)
+    span_offset: int | None = None
+    span_length: int | None = None
+
+
 class RouteRow(SQLModel, table=True):
     __tablename__ = "routes"
     __table_args__ = (
