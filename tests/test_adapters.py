@@ -131,15 +131,19 @@ async def test_corrupted_stored_package_is_quarantined_not_delivered(
         accepted = await node.intake.submit(G22, make_package(config, G22, [A01]))
         # Corrupt the stored package before the courier runs (a disk or an insider, say): replaced
         # outright, or one byte flipped (still well-formed XML: the courier never parses it again).
+        # The package is stored in parts (package_parts): this one fits in its first.
         with sqlite3.connect(home / "gateway.db") as conn:
-            [stored] = conn.execute("select package from documents where id = ?", (accepted.id,)).fetchone()
+            query = "select data from package_parts where document = ? and seq = 0"
+            [stored] = conn.execute(query, (accepted.id,)).fetchone()
             at = stored.index(b"Subject>") + len(b"Subject>")
             bad = (
                 b"<broken"
                 if corrupt == "broken"
                 else stored[:at] + bytes([stored[at] ^ 1]) + stored[at + 1 :]
             )
-            conn.execute("update documents set package = ? where id = ?", (bad, accepted.id))
+            conn.execute(
+                "update package_parts set data = ? where document = ? and seq = 0", (bad, accepted.id)
+            )
         await node.courier.run_once()
         [delivery] = await node.store.deliveries(accepted.id)
         assert delivery.state is DeliveryState.QUARANTINED

@@ -19,10 +19,11 @@ import asyncio
 import hashlib
 import itertools
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from gateway.domain.body import PART_BYTES, body_bytes
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
 from gateway.errors import DocumentConflict, StoreError
 from gateway.exchange.ports import (
@@ -160,11 +161,7 @@ class MemoryStore:
                 route.attempts += 1
                 stored = self._documents[route.document]
                 recipients = tuple((d.record.recipient, d.record.addressed) for d in self._of_route(route.id))
-                jobs.append(
-                    RouteJob(
-                        route.id, stored.record, route.network, recipients, stored.package, route.attempts
-                    )
-                )
+                jobs.append(RouteJob(route.id, stored.record, route.network, recipients, route.attempts))
             return jobs
 
     async def complete_routes(self, done: Sequence[tuple[RouteJob, Carried]], *, now: datetime) -> None:
@@ -380,6 +377,17 @@ class MemoryStore:
         stored = self._documents.get(doc_id)
         return stored.package if stored is not None else None
 
+    async def package_chunks(
+        self, doc_id: str, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        stored = self._documents.get(doc_id)
+        if stored is None:
+            return
+        data = stored.package
+        stop = len(data) if end is None else min(end, len(data))
+        for at in range(max(start, 0), stop, PART_BYTES):
+            yield data[at : min(stop, at + PART_BYTES)]
+
     async def deliveries(self, doc_id: str) -> list[DeliveryRecord]:
         return [d.record for d in self._of_document(doc_id)]
 
@@ -515,6 +523,7 @@ class MemoryStore:
         return replace(doc, accepted_at=_utc(doc.accepted_at), due_at=due)
 
     def _insert(self, doc: NewDocument) -> None:
+        package = body_bytes(doc.package)  # in memory is where this store keeps it
         record = DocumentRecord(
             id=doc.id,
             kind=doc.kind,
@@ -528,13 +537,13 @@ class MemoryStore:
             subject=doc.subject,
             priority=Priority(doc.priority),
             classification=Classification(doc.classification),
-            size=len(doc.package),
-            package_sha256=hashlib.sha256(doc.package).hexdigest(),
+            size=len(package),
+            package_sha256=hashlib.sha256(package).hexdigest(),
             accepted_at=doc.accepted_at,
             due_at=doc.due_at,
             business_doc_type=doc.business_doc_type,
         )
-        self._documents[doc.id] = _Stored(record, doc.doc_key, doc.package)
+        self._documents[doc.id] = _Stored(record, doc.doc_key, package)
         self._by_key[(doc.sender, doc.doc_key)] = doc.id
         priority = int(doc.priority)
         rank = self._fair_rank(doc.sender, priority)

@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway.adapters.ports import Trust
 from gateway.domain.agencies import Registry
 from gateway.domain.clock import Clock
-from gateway.domain.transfer import frame, unframe
+from gateway.domain.transfer import framing, unframe
 from gateway.domain.vocabulary import Classification, Network
 from gateway.errors import (
     BadRequest,
@@ -34,6 +34,7 @@ from gateway.errors import (
     NotFound,
     PackageTooLarge,
     RequestTimeout,
+    StoreError,
     TooManyRequests,
     Unauthenticated,
     UploadsBusy,
@@ -246,21 +247,29 @@ class Api:
 
     async def fetch(self, request: web.Request) -> web.StreamResponse:
         agency = self.agency_of(request)
-        sealed, package = await self._mailbox.fetch(agency, request.match_info["id"])
+        sealed, package = await self._mailbox.delivery(agency, request.match_info["id"])
         # The package is as its sender signed it; that a replacement has since superseded it is
         # the gateway's word, so it travels beside the package, not in it.
         newer = await self._mailbox.superseded_by(agency, request.match_info["id"])
-        content_type, pieces = frame(sealed, package)
+        framed = framing(sealed, package.size)
         # Streamed, so prepared here: the middleware cannot add its header once the body is going.
         response = web.StreamResponse(
-            headers={"Content-Type": content_type, "X-Request-Id": request[REQUEST_ID]}
+            headers={"Content-Type": framed.content_type, "X-Request-Id": request[REQUEST_ID]}
         )
-        response.content_length = sum(len(piece) for piece in pieces)
+        response.content_length = framed.length(package.size)
         if newer is not None:
             response.headers["X-Superseded-By"] = newer
         await response.prepare(request)
-        for piece in pieces:
+        await response.write(framed.head)
+        # The stored parts one at a time, each awaited until the socket took it: the package is
+        # never whole in the node (issue 13).
+        sent = 0
+        async for piece in package.pieces():
+            sent += len(piece)
             await _write_in_slices(response, piece)
+        if sent != package.size:  # cannot happen unless the store lies: never end a short body well
+            raise StoreError(f"document {request.match_info['id']} is stored shorter than its size")
+        await response.write(framed.tail)
         await response.write_eof()
         return response
 

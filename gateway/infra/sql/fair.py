@@ -13,7 +13,7 @@ from sqlalchemy import Connection, and_, func, or_, select, update
 
 from gateway.domain.vocabulary import Network, Priority
 from gateway.exchange.ports import RouteJob
-from gateway.infra.sql.rows import D, R, V, document_record
+from gateway.infra.sql.rows import DOC_COLUMNS, D, R, V, document_record
 
 
 def fair_rank(conn: Connection, sender: str, priority: int) -> int:
@@ -63,7 +63,10 @@ def claim_routes(
         .values(claimed_by=node, claimed_until=until, attempts=R.c.attempts + 1)
     )
     rows = conn.execute(
-        select(R.c.id.label("route_id"), R.c.network.label("target"), R.c.attempts.label("tries"), D)
+        # The document's columns, not its package: the courier reads that in parts, to hash it.
+        select(
+            R.c.id.label("route_id"), R.c.network.label("target"), R.c.attempts.label("tries"), *DOC_COLUMNS
+        )
         .join(D, D.c.id == R.c.document)
         .where(R.c.id.in_(ids))
         .order_by(R.c.priority.desc(), R.c.fair_rank, R.c.id)
@@ -77,7 +80,6 @@ def claim_routes(
             document=document_record(row),
             target=Network(row.target),
             recipients=tuple(recipients[row.route_id]),
-            package=row.package,
             attempts=row.tries,
         )
         for row in rows

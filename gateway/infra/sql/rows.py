@@ -13,6 +13,7 @@ from gateway.infra.sql.tables import (
     EndpointRow,
     EventRow,
     NotificationRow,
+    PackagePartRow,
     RouteRow,
 )
 
@@ -22,6 +23,7 @@ V = DeliveryRow.__table__  # type: ignore[attr-defined]
 E = EventRow.__table__  # type: ignore[attr-defined]
 P = EndpointRow.__table__  # type: ignore[attr-defined]
 N = NotificationRow.__table__  # type: ignore[attr-defined]
+PP = PackagePartRow.__table__  # type: ignore[attr-defined]
 
 DOC_COLUMNS = [c for c in D.c if c.name != "package"]
 
