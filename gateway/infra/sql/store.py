@@ -374,19 +374,35 @@ class SqlStore:
     async def package_chunks(
         self, doc_id: str, start: int = 0, end: int | None = None
     ) -> AsyncIterator[bytes]:
-        """One read (one query, on a reader connection) per piece: at most one part of the package
-        is in the node at a time, however large it is. Documents stored before 0006 are read from
+        """One read (on a reader connection) per piece: at most one part of the package is in the
+        node at a time, however large it is; the first read also finds the document (a package of
+        one part, most of them, costs one read). Documents stored before 0006 are read from
         ``documents.package`` with substr, a piece at a time too."""
-        row = await self._db.read(
-            lambda c: c.execute(select(D.c.size, D.c.parts).where(D.c.id == doc_id)).first()
-        )
-        if row is None:
-            return
-        stop = row.size if end is None else min(end, row.size)
         at = max(start, 0)
+
+        def first(conn: Connection) -> tuple[int, int | None, bytes] | None:
+            row = conn.execute(select(D.c.size, D.c.parts).where(D.c.id == doc_id)).first()
+            if row is None:
+                return None
+            stop = row.size if end is None else min(end, row.size)
+            if at >= stop:
+                return stop, row.parts, b""
+            return (
+                stop,
+                row.parts,
+                _piece(conn, doc_id=doc_id, parts=row.parts, start=at, end=_upto(at, stop)),
+            )
+
+        found = await self._db.read(first)
+        if found is None:
+            return
+        stop, parts, piece = found
+        read = False  # the first piece came with the document
         while at < stop:
-            upto = min(stop, (at // PART_BYTES + 1) * PART_BYTES)  # within one part
-            piece = await self._db.read(partial(_piece, doc_id=doc_id, parts=row.parts, start=at, end=upto))
+            upto = _upto(at, stop)
+            if read:
+                piece = await self._db.read(partial(_piece, doc_id=doc_id, parts=parts, start=at, end=upto))
+            read = True
             if piece:
                 yield piece
             if len(piece) != upto - at:
@@ -555,6 +571,11 @@ def _set_route_aside(
     )
     ev = NewEvent(state.value, now, job.document.id, None, job.target.value, {"reason": reason})
     append_events(conn, [ev])
+
+
+def _upto(at: int, stop: int) -> int:
+    """Where the piece that starts at ``at`` ends: at the end of its part, or at ``stop``."""
+    return min(stop, (at // PART_BYTES + 1) * PART_BYTES)
 
 
 def _piece(conn: Connection, *, doc_id: str, parts: int | None, start: int, end: int) -> bytes:
