@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -58,6 +59,25 @@ def signed_packages(config: Config, n: int, recipients: list[str], series: str) 
     ]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of one process so far (/proc/PID/stat, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of the node's main process and of its children by kind (checkers, carriers)."""
+    spent = {"main": cpu_seconds(pid), "checkers": 0.0, "others": 0.0}
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else []:
+        try:
+            kind = "checkers" if b"checkers" in Path(f"/proc/{child}/cmdline").read_bytes() else "others"
+            spent[kind] += cpu_seconds(int(child))
+        except FileNotFoundError:
+            continue
+    return spent
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -80,6 +100,7 @@ async def run(n: int, concurrency: int, recipients: list[str]) -> None:
         ctx = client_context(config, SENDER)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, limit=concurrency)) as s:
             await wait_healthy(s, base, proc, home / "serve.log")
+            cpu_before = process_cpu(proc.pid)
             start = time.perf_counter()
             latencies = await submit_all(s, [base], packages, concurrency)
             accepted_s = time.perf_counter() - start
@@ -89,6 +110,7 @@ async def run(n: int, concurrency: int, recipients: list[str]) -> None:
                         break
                 await asyncio.sleep(0.01)
             delivered_s = time.perf_counter() - start
+            cpu = {k: v - cpu_before[k] for k, v in process_cpu(proc.pid).items()}
         print(
             f"gateway: {n} docs of {len(packages[0])} bytes to {len(recipients)} recipient(s), "
             f"concurrency {concurrency}: accepted {n / accepted_s:.0f} docs/s, "
@@ -96,6 +118,12 @@ async def run(n: int, concurrency: int, recipients: list[str]) -> None:
             f"accept p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
             f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, "
             f"server peak RSS {peak_rss_mb(proc.pid):.0f} MB"
+        )
+        # CPU per document holds up when other work shares the cores, unlike documents/s; the
+        # main process is the one an interpreter lock bounds.
+        print(
+            "server CPU per document: "
+            + ", ".join(f"{kind} {seconds / n * 1e6:.0f} µs" for kind, seconds in cpu.items())
         )
     finally:
         proc.terminate()

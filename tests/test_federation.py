@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,11 +22,14 @@ import aiohttp
 import pytest
 
 from gateway.agency_side.packages import open_delivery
-from gateway.domain.vocabulary import Network
+from gateway.domain.edxml import BusinessDocType
+from gateway.domain.vocabulary import Network, StatusCode
 from gateway.runtime.config import Config
 from tests.api_contract import contract_session
 from tests.conftest import A01, G22, H41, I01, client_context, make_package, trust_for
 from tests.processes import free_port
+from tests.test_recall import recall_column, status
+from tests.test_update_replace import changing_package
 
 pytestmark = pytest.mark.slow
 HOME_OF = {Network.GOVERNMENT: G22, Network.PARTY: A01, Network.FRONT: I01}
@@ -273,3 +276,60 @@ async def test_failed_after_give_up_then_redriven(federation: Federation) -> Non
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert again.returncode == 1 and "no failed delivery" in again.stderr
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(what)
+
+
+async def test_a_recall_and_a_replacement_cross_to_the_recipients_node(federation: Federation) -> None:
+    """Issue 13: a 13 and its answer, and a replacement (BussinessDocType 3), each carried between
+    two nodes; the recipient's node links them to the original as a single node does."""
+    fed = federation
+    gov, party = Network.GOVERNMENT, Network.PARTY
+    for network in (gov, party):
+        fed.start(network)
+    for network in (gov, party):
+        await fed.healthy(network)
+    document_id = f"{G22},2026/12/04,77/FED-TH"
+    code, body = await fed.call(
+        G22, gov, "POST", "/v1/edocs", make_package(fed.config, G22, [A01], document_id=document_id)
+    )
+    assert code == 202, body
+    original = body["id"]
+    await fed.until_in_inbox(A01, party, original)
+
+    asked = status(fed.config, G22, A01, document_id, StatusCode.RECALL_REQUESTED)
+    code, body = await fed.call(G22, gov, "POST", f"/v1/edocs/{original}/status", asked)
+    assert code == 202, body
+
+    async def recalled_on_party() -> bool:
+        _, inbox = await fed.call(A01, party, "GET", "/v1/inbox?all=1")
+        return any(d["status_code"] == "13" and d["response_for"] == original for d in inbox["documents"])
+
+    await _until(recalled_on_party, "the 13 never reached the party node")
+    agreed = status(fed.config, A01, G22, document_id, StatusCode.RECALL_AGREED)
+    code, body = await fed.call(A01, party, "POST", f"/v1/edocs/{original}/status", agreed)
+    assert code == 202, body
+
+    async def agreed_on_government() -> bool:
+        _, receipts = await fed.call(G22, gov, "GET", f"/v1/edocs/{original}/receipts")
+        return recall_column(receipts) == {A01: "agreed"}
+
+    await _until(agreed_on_government, "the 15 never reached the sender's node")
+    _, inbox = await fed.call(A01, party, "GET", "/v1/inbox?all=1")
+    assert {d["id"]: d["recalled"] for d in inbox["documents"] if d["kind"] == "edoc"}[original] is True
+
+    replacement = changing_package(fed.config, G22, [A01], document_id, BusinessDocType.REPLACE)
+    code, body = await fed.call(G22, gov, "POST", "/v1/edocs", replacement)
+    assert code == 202, body
+    new = body["id"]
+    await fed.until_in_inbox(A01, party, new)
+    _, inbox = await fed.call(A01, party, "GET", "/v1/inbox?all=1")
+    seen = {d["id"]: d for d in inbox["documents"] if d["kind"] == "edoc"}
+    assert seen[new]["replaces"] == original
+    assert seen[original]["superseded_by"] == new

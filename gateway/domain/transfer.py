@@ -74,6 +74,9 @@ class Routing:
     document_id: str | None = None  # edXML DocumentId of an edoc (an id, never content)
     status_code: str | None = None
     due_at: datetime | None = None
+    # An edoc's BussinessDocType when it updates (2) or replaces (3) ``response_for``: the node
+    # across the bridge links it as this one did, even when it holds only ciphertext.
+    business_doc_type: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,8 @@ def build(routing: Routing, package: PackageRef, hops: tuple[Hop, ...]) -> etree
         etree.SubElement(node, g("StatusCode")).text = routing.status_code
     if routing.due_at:
         etree.SubElement(node, g("DueAt")).text = _iso(routing.due_at)
+    if routing.business_doc_type is not None:
+        etree.SubElement(node, g("BusinessDocType")).text = str(routing.business_doc_type)
     hops_node = etree.SubElement(root, g("Hops"))
     for hop in hops:
         attrs = {
@@ -191,6 +196,7 @@ def read(signed: etree._Element) -> Transfer:
         return found.text if found is not None else None
 
     due = optional("DueAt")
+    business = optional("BusinessDocType")
     routing = Routing(
         transfer_id=_text(routing_node, "gw:TransferId"),
         kind=_text(routing_node, "gw:Kind"),
@@ -208,6 +214,7 @@ def read(signed: etree._Element) -> Transfer:
         document_id=optional("DocumentId"),
         status_code=optional("StatusCode"),
         due_at=datetime.fromisoformat(due.replace("Z", "+00:00")) if due else None,
+        business_doc_type=int(business) if business is not None and business.isdigit() else None,
     )
     hops = tuple(
         Hop(

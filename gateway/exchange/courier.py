@@ -85,6 +85,7 @@ def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Cloc
         document_id=doc.document_id,
         status_code=doc.status_code,
         due_at=doc.due_at,
+        business_doc_type=doc.business_doc_type,
     )
     package = job.package_ref
     if package is None:  # a bug, not the package's fault: the claim is kept and retried

@@ -127,6 +127,7 @@ class Inbound:
             ),
             events=tuple(events),
             due_at=routing.due_at,
+            business_doc_type=routing.business_doc_type,
         )
         created = await self._store.accept_forwarded(doc, bridged, now=now)
         if created:

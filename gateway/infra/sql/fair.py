@@ -9,11 +9,19 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from gateway.domain.vocabulary import Network, Priority
 from gateway.exchange.ports import RouteJob
 from gateway.infra.sql.rows import DOC_COLUMNS, D, R, V, document_record
+
+# Built once: a statement made per call cost more in SQLAlchemy's construction and cache-key work
+# than SQLite took to run it (bench/store_writes.py, issue 13). One query for both ends of the lane.
+_LANE = and_(R.c.state == "pending", R.c.priority == bindparam("priority"))
+_LANE_ENDS = select(
+    select(func.min(R.c.fair_rank)).where(_LANE).scalar_subquery(),
+    select(func.max(R.c.fair_rank)).where(_LANE, R.c.sender == bindparam("sender")).scalar_subquery(),
+)
 
 
 def fair_rank(conn: Connection, sender: str, priority: int) -> int:
@@ -21,9 +29,8 @@ def fair_rank(conn: Connection, sender: str, priority: int) -> int:
     previous pending one, but never before the lane's current head. So a 10,000-document batch
     takes ranks head..head+9,999 while another sender's single document takes the head rank and
     is carried right after the batch's first, not after all of it."""
-    lane = and_(R.c.state == "pending", R.c.priority == priority)
-    head = conn.execute(select(func.min(R.c.fair_rank)).where(lane)).scalar() or 0
-    last = conn.execute(select(func.max(R.c.fair_rank)).where(lane, R.c.sender == sender)).scalar()
+    head, last = conn.execute(_LANE_ENDS, {"priority": priority, "sender": sender}).one()
+    head = head or 0
     return head if last is None else max(head, int(last) + 1)
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, LargeBinary, and_, delete, func, select, update
+from sqlalchemy import Connection, LargeBinary, and_, bindparam, delete, func, select, update
 
 from gateway.domain.body import PART_BYTES, body_pieces, body_sha256, body_size
 from gateway.domain.vocabulary import DeliveryState, Network
@@ -54,6 +54,35 @@ from gateway.infra.sql.rows import (
     event_record,
 )
 
+# The statements of the hot path (every accepted document runs them), built once: made per call,
+# SQLAlchemy's statement construction and cache keys cost more than SQLite took to run them
+# (bench/store_writes.py, issue 13). Values come as parameters.
+_BY_KEY = select(D.c.id, D.c.signed_digest).where(
+    D.c.sender == bindparam("sender"), D.c.doc_key == bindparam("doc_key")
+)
+_INSERT_DOCUMENT = D.insert()
+_INSERT_ROUTE = R.insert()
+_INSERT_PART = PP.insert()
+_INSERT_DELIVERY = V.insert()
+_ROUTE_DONE = (
+    update(R)
+    .where(R.c.id == bindparam("b_route"), R.c.state == "pending")
+    .values(
+        state="done",
+        sealed=bindparam("b_sealed"),
+        done_at=bindparam("b_at"),
+        carried_by=R.c.claimed_by,  # the old value: who held the claim
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+_DELIVERIES_LANDED = (
+    update(V)
+    .where(V.c.route == bindparam("b_route"), V.c.state == DeliveryState.PENDING.value)
+    .values(state=bindparam("b_state"), delivered_at=bindparam("b_at"))
+    .returning(V.c.recipient)
+)
+
 
 class SqlStore:
     """``gateway.exchange.ports.Store`` on a SQLAlchemy engine."""
@@ -79,9 +108,7 @@ class SqlStore:
 
     async def accept(self, doc: NewDocument) -> tuple[str, bool]:
         def op(conn: Connection) -> tuple[str, bool]:
-            existing = conn.execute(
-                select(D.c.id, D.c.signed_digest).where(D.c.sender == doc.sender, D.c.doc_key == doc.doc_key)
-            ).first()
+            existing = conn.execute(_BY_KEY, {"sender": doc.sender, "doc_key": doc.doc_key}).first()
             if existing is not None:
                 if existing.signed_digest == doc.signed_digest:
                     return existing.id, False
@@ -89,6 +116,11 @@ class SqlStore:
                     f"DocumentId {doc.doc_key} was already sent by {doc.sender} with different content "
                     f"(as {existing.id}); give the new document its own DocumentId"
                 )
+            if conn.dialect.name == "sqlite":
+                # One writer holds the file from BEGIN IMMEDIATE to COMMIT: no one can store the
+                # key between the check above and this insert, so no savepoint is needed for it.
+                _insert_document(conn, doc)
+                return doc.id, True
             conflict = in_savepoint(conn, lambda: _insert_document(conn, doc))
             if conflict is not None:
                 # Another replica may have stored the same key between our check and insert.
@@ -111,25 +143,13 @@ class SqlStore:
         def op(conn: Connection) -> None:
             for job, carried in done:
                 moved = conn.execute(
-                    update(R)
-                    .where(R.c.id == job.route_id, R.c.state == "pending")
-                    .values(
-                        state="done",
-                        sealed=carried.sealed,
-                        done_at=now,
-                        carried_by=R.c.claimed_by,  # the old value: who held the claim
-                        claimed_by=None,
-                        claimed_until=None,
-                    )
+                    _ROUTE_DONE, {"b_route": job.route_id, "b_sealed": carried.sealed, "b_at": now}
                 ).rowcount
                 if not moved:
                     continue  # someone finished it first; delivering again would duplicate
                 state = DeliveryState.FORWARDED if carried.forward_to else DeliveryState.DELIVERED
                 delivered = conn.execute(
-                    update(V)
-                    .where(V.c.route == job.route_id, V.c.state == DeliveryState.PENDING.value)
-                    .values(state=state.value, delivered_at=now)
-                    .returning(V.c.recipient)
+                    _DELIVERIES_LANDED, {"b_route": job.route_id, "b_state": state.value, "b_at": now}
                 ).all()
                 if state is DeliveryState.DELIVERED:  # a forwarded one is notified by the peer node
                     landed = [(row.recipient, job.target.value) for row in delivered]
@@ -540,9 +560,7 @@ class SqlStore:
 
 
 def _accept_after_race(conn: Connection, doc: NewDocument, conflict: Exception) -> tuple[str, bool]:
-    row = conn.execute(
-        select(D.c.id, D.c.signed_digest).where(D.c.sender == doc.sender, D.c.doc_key == doc.doc_key)
-    ).first()
+    row = conn.execute(_BY_KEY, {"sender": doc.sender, "doc_key": doc.doc_key}).first()
     if row is None:
         raise conflict  # not a duplicate: a real constraint violation, reported as a store error
     if row.signed_digest != doc.signed_digest:
@@ -608,49 +626,51 @@ def _whole_package(conn: Connection, row: Any) -> bytes:
 def _insert_document(conn: Connection, doc: NewDocument) -> None:
     size, sha256 = body_size(doc.package), body_sha256(doc.package)
     conn.execute(
-        D.insert().values(
-            id=doc.id,
-            kind=doc.kind,
-            sender=doc.sender,
-            sender_network=doc.sender_network.value,
-            doc_key=doc.doc_key,
-            document_id=doc.document_id,
-            response_for=doc.response_for,
-            status_code=doc.status_code,
-            signed_digest=doc.signed_digest,
-            signer=doc.signer,
-            subject=doc.subject,
-            priority=int(doc.priority),
-            classification=int(doc.classification),
-            size=size,
-            package_sha256=sha256,
-            accepted_at=doc.accepted_at,
-            due_at=doc.due_at,
-            business_doc_type=doc.business_doc_type,
-            package=b"",
-            parts=-(-size // PART_BYTES),
-        )
+        _INSERT_DOCUMENT,
+        {
+            "id": doc.id,
+            "kind": doc.kind,
+            "sender": doc.sender,
+            "sender_network": doc.sender_network.value,
+            "doc_key": doc.doc_key,
+            "document_id": doc.document_id,
+            "response_for": doc.response_for,
+            "status_code": doc.status_code,
+            "signed_digest": doc.signed_digest,
+            "signer": doc.signer,
+            "subject": doc.subject,
+            "priority": int(doc.priority),
+            "classification": int(doc.classification),
+            "size": size,
+            "package_sha256": sha256,
+            "accepted_at": doc.accepted_at,
+            "due_at": doc.due_at,
+            "business_doc_type": doc.business_doc_type,
+            "package": b"",
+            "parts": -(-size // PART_BYTES),
+        },
     )
     # One part per statement: binding a 50 MB blob (or all parts in one executemany) had the
     # driver copy the whole package at once. A spooled package is read from its file as it goes,
     # and checked against the digest counted as it arrived (``body_pieces`` raises otherwise).
     for seq, piece in enumerate(body_pieces(doc.package)):
-        conn.execute(PP.insert().values(document=doc.id, seq=seq, data=piece))
+        conn.execute(_INSERT_PART, {"document": doc.id, "seq": seq, "data": piece})
     notify_work(conn)
     rank = fair_rank(conn, doc.sender, int(doc.priority))
     for route in doc.routes:
         route_id = conn.execute(
-            R.insert().values(
-                document=doc.id,
-                network=route.network.value,
-                state="pending",
-                priority=int(doc.priority),
-                sender=doc.sender,
-                fair_rank=rank,
-            )
+            _INSERT_ROUTE,
+            {
+                "document": doc.id,
+                "network": route.network.value,
+                "state": "pending",
+                "priority": int(doc.priority),
+                "sender": doc.sender,
+                "fair_rank": rank,
+            },
         ).inserted_primary_key[0]  # type: ignore[index]
         conn.execute(
-            V.insert(),
+            _INSERT_DELIVERY,
             [
                 {
                     "document": doc.id,
