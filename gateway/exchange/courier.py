@@ -16,7 +16,7 @@ import base64
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -43,13 +43,14 @@ log = logging.getLogger(__name__)
 _HASH_IN_THREAD = 64 * 1024  # pieces from this size are hashed off the loop (hashlib lets go of the GIL)
 
 
-async def package_ref(store: PackageChunks, doc: DocumentRecord) -> tr.PackageRef:
+async def package_ref(store: PackageChunks, doc: DocumentRecord, read: bytes | None = None) -> tr.PackageRef:
     """The stored package as a seal names it: by digest, never parsed again (the intake checked
     it, and every side that receives the bytes checks them against this digest before acting on
     them). Read in parts, one at a time: a 50 MB package is never in the node whole. Bytes
     changed at rest since acceptance (any part) are refused here, before anything is sealed."""
     digest, size = hashlib.sha256(), 0
-    async for piece in store.package_chunks(doc.id):
+    pieces = _given(read) if read is not None else store.package_chunks(doc.id)
+    async for piece in pieces:
         if len(piece) >= _HASH_IN_THREAD:
             await asyncio.to_thread(digest.update, piece)
         else:
@@ -64,6 +65,10 @@ async def package_ref(store: PackageChunks, doc: DocumentRecord) -> tr.PackageRe
         size,
         encrypted=doc.classification is not Classification.NONE,
     )
+
+
+async def _given(data: bytes) -> AsyncIterator[bytes]:
+    yield data  # a package of one part, read with the claim (``RouteJob.package``)
 
 
 def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Clock) -> Carried:
@@ -245,7 +250,8 @@ class Courier:
 
     async def _named(self, job: RouteJob) -> RouteJob | DeliveryError:
         try:
-            return replace(job, package_ref=await package_ref(self._store, job.document))
+            ref = await package_ref(self._store, job.document, job.package)
+            return replace(job, package_ref=ref, package=None)  # carriers get the digest only
         except DeliveryError as exc:
             return exc
 

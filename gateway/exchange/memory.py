@@ -161,7 +161,12 @@ class MemoryStore:
                 route.attempts += 1
                 stored = self._documents[route.document]
                 recipients = tuple((d.record.recipient, d.record.addressed) for d in self._of_route(route.id))
-                jobs.append(RouteJob(route.id, stored.record, route.network, recipients, route.attempts))
+                single = stored.package if len(stored.package) <= PART_BYTES else None  # as SqlStore's
+                jobs.append(
+                    RouteJob(
+                        route.id, stored.record, route.network, recipients, route.attempts, package=single
+                    )
+                )
             return jobs
 
     async def complete_routes(self, done: Sequence[tuple[RouteJob, Carried]], *, now: datetime) -> None:

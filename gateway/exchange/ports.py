@@ -119,8 +119,11 @@ class RouteJob:
     recipients: tuple[tuple[str, str], ...]  # (recipient, addressed)
     attempts: int
     # The package as a seal names it, once the courier has read the stored parts and checked them
-    # against the digest recorded at acceptance (``Courier.run_once``); the bytes never ride along.
+    # against the digest recorded at acceptance (``Courier.run_once``); carriers get only this.
     package_ref: PackageRef | None = None
+    # A package of one part (at most 1 MiB) as the claim read it, so that the courier need not
+    # read it again to hash it; None for a larger one (read a part at a time). Dropped once named.
+    package: bytes | None = None
 
 
 @dataclass(frozen=True)

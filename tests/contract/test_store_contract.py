@@ -164,6 +164,8 @@ async def test_a_package_is_read_back_in_pieces_of_at_most_a_part(store: Store) 
         assert b"".join(got) == data[start:end], (start, end)
         assert all(0 < len(p) <= PART_BYTES for p in got)
     assert await pieces(store, "0" * 32) == []
+    [job] = await claim(store)
+    assert job.package is None  # more than one part: the courier reads them one at a time
 
 
 async def test_a_spooled_package_is_stored_in_parts_from_its_file(store: Store, tmp_path: Path) -> None:
@@ -302,6 +304,7 @@ async def test_claims_go_most_urgent_first_then_fairly_between_senders_then_olde
     assert [j.document.id for j in jobs] == [urgent.id, batch[0].id, single.id, batch[1].id, batch[2].id]
     assert all(j.attempts == 1 and j.target is Network.PARTY for j in jobs)
     assert jobs[0].recipients == ((A01, A01),) and await whole(store, urgent.id) == urgent.package
+    assert jobs[0].package == urgent.package  # one part: read with the claim, not again to hash it
     assert jobs[0].document.priority is Priority.HOA_TOC and jobs[0].document.size == len(urgent.package)
 
 
