@@ -21,6 +21,7 @@ from gateway.infra.files.pki_dir import agency_paths, load_key_pair
 from gateway.runtime.config import Config
 from gateway.runtime.node import Node
 from tests.conftest import A01, G22, I01, make_package, trust_for, wait_delivered
+from tests.test_large_packages import large_package
 
 
 @pytest.fixture
@@ -122,24 +123,36 @@ async def test_recipient_refuses_a_package_swapped_under_a_valid_seal(
         open_delivery(swapped, trust=trust_for(config), network=Network.PARTY, at=datetime.now(UTC))
 
 
-@pytest.mark.parametrize("corrupt", ["broken", "flipped"])
+@pytest.mark.parametrize("corrupt", ["broken", "flipped", "second part"])
 async def test_corrupted_stored_package_is_quarantined_not_delivered(
     config: Config, home, corrupt: str
 ) -> None:
     node = Node(config)
     try:
-        accepted = await node.intake.submit(G22, make_package(config, G22, [A01]))
         # Corrupt the stored package before the courier runs (a disk or an insider, say): replaced
         # outright, or one byte flipped (still well-formed XML: the courier never parses it again).
+        # It is stored in parts (package_parts): a small package fits in its first; in a package
+        # of two parts, a byte of the second is flipped.
+        two_parts = corrupt == "second part"
+        raw = (
+            large_package(config, scan=bytes(range(256)) * 5000)
+            if two_parts
+            else make_package(config, G22, [A01])
+        )
+        accepted = await node.intake.submit(G22, raw)
         with sqlite3.connect(home / "gateway.db") as conn:
-            [stored] = conn.execute("select package from documents where id = ?", (accepted.id,)).fetchone()
-            at = stored.index(b"Subject>") + len(b"Subject>")
+            query = "select data from package_parts where document = ? order by seq"
+            parts = [data for (data,) in conn.execute(query, (accepted.id,))]
+            assert len(parts) == (2 if two_parts else 1)
+            stored = parts[-1]
+            at = 100 if two_parts else stored.index(b"Subject>") + len(b"Subject>")
             bad = (
                 b"<broken"
                 if corrupt == "broken"
                 else stored[:at] + bytes([stored[at] ^ 1]) + stored[at + 1 :]
             )
-            conn.execute("update documents set package = ? where id = ?", (bad, accepted.id))
+            update = "update package_parts set data = ? where document = ? and seq = ?"
+            conn.execute(update, (bad, accepted.id, len(parts) - 1))
         await node.courier.run_once()
         [delivery] = await node.store.deliveries(accepted.id)
         assert delivery.state is DeliveryState.QUARANTINED

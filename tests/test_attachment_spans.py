@@ -133,11 +133,15 @@ async def test_a_stored_package_altered_inside_the_span_is_refused_not_served(
     [facts] = await node.store.attachments(doc_id)
     assert facts.span is not None
     at = facts.span[0] + facts.span[1] // 2  # one character of base64, in the second piece
+    seq, at = divmod(at, MIB)  # the package is stored in parts of 1 MiB (migration 0007)
     with sqlite3.connect(home / "gateway.db") as db:
-        [(stored,)] = db.execute("select package from documents where id = ?", (doc_id,)).fetchall()
+        [(stored,)] = db.execute(
+            "select data from package_parts where document = ? and seq = ?", (doc_id, seq)
+        ).fetchall()
         other = b"B" if stored[at : at + 1] == b"A" else b"A"
         db.execute(
-            "update documents set package = ? where id = ?", (stored[:at] + other + stored[at + 1 :], doc_id)
+            "update package_parts set data = ? where document = ? and seq = ?",
+            (stored[:at] + other + stored[at + 1 :], doc_id, seq),
         )
     status, body, _ = await served(agency(A01), doc_id, "cid:1")
     assert status == 500 and scan[:1024] not in body

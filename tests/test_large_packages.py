@@ -284,6 +284,11 @@ async def test_sigkill_during_a_large_upload_leaves_nothing_half_stored_and_the_
         writer.close()
         with sqlite3.connect(db) as conn:
             assert conn.execute("select count(*) from documents").fetchone()[0] == 0  # nothing half-stored
+            assert conn.execute("select count(*) from package_parts").fetchone()[0] == 0
+        # The body was being spooled to disk, not held in memory; killed, nobody removed it.
+        left = [p.name for p in config.spool_dir.iterdir()]
+        assert len(left) == 1 and left[0].startswith("up-"), left
+        assert (config.spool_dir / left[0]).stat().st_mode & 0o077 == 0  # owner-only
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -293,6 +298,7 @@ async def test_sigkill_during_a_large_upload_leaves_nothing_half_stored_and_the_
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
             await wait_healthy(session, base, proc, home / "serve.log")
+            assert list(config.spool_dir.iterdir()) == []  # what the killed run left is gone at start
             async with session.post(base + "/v1/edocs", data=io.BytesIO(package)) as answer:
                 assert answer.status == 202, await answer.text()
     finally:
@@ -300,4 +306,25 @@ async def test_sigkill_during_a_large_upload_leaves_nothing_half_stored_and_the_
         proc.wait(timeout=20)
     with sqlite3.connect(db) as conn:
         rows = conn.execute("select package_sha256 from documents").fetchall()
+        parts = conn.execute("select length(data) from package_parts order by seq").fetchall()
     assert rows == [(hashlib.sha256(package).hexdigest(),)]  # stored once, exactly as sent
+    assert [n for (n,) in parts[:-1]] == [MIB] * (len(parts) - 1) and sum(n for (n,) in parts) == len(package)
+    assert list(config.spool_dir.iterdir()) == []  # the answered request's file went with it
+
+
+async def test_a_client_that_goes_away_mid_upload_leaves_no_spool_file(node: Node, config: Config) -> None:
+    package = large_package(config, scan=os.urandom(8 * MIB), number=9)
+    ctx = client_context(config, G22)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", node.port, ssl=ctx, server_hostname="localhost"
+    )
+    head = f"POST /v1/edocs HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len(package)}\r\n\r\n"
+    writer.write(head.encode() + package[: len(package) // 2])
+    await writer.drain()
+    async with asyncio.timeout(60):  # a bound for a broken build, not a measure of speed
+        while not any(config.spool_dir.iterdir()):  # the server is spooling the body
+            await asyncio.sleep(0.02)
+        writer.close()  # gone half-way through
+        while any(config.spool_dir.iterdir()):  # the request ended: its file is removed
+            await asyncio.sleep(0.02)
+    assert await node.store.pending_routes() == 0  # and nothing was stored

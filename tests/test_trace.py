@@ -86,7 +86,7 @@ async def test_retries_failures_and_an_agencys_documents(config: Config, home: P
         with sqlite3.connect(
             home / "gateway.db"
         ) as conn:  # a corrupted package: quarantined, never delivered
-            conn.execute("update documents set package = ? where id = ?", (b"<broken", bad.id))
+            conn.execute("update package_parts set data = ? where document = ?", (b"<broken", bad.id))
         while await node.courier.run_once():
             pass
     finally:

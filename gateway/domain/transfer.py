@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
+from gateway.domain.body import Body, body_sha256, body_size
 from gateway.domain.edxml import DS, GW, NS
 from gateway.domain.vocabulary import Classification, Network, Priority
 from gateway.errors import DeliveryError
@@ -98,13 +99,14 @@ class Transfer:
     package: PackageRef
 
 
-def check_carried(transfer: Transfer, data: bytes) -> None:
-    """Refuse bytes that are not the package the seal names (a flipped byte, a swapped package)."""
-    if len(data) != transfer.package.size:
-        raise DeliveryError(
-            f"the carried package is {len(data)} bytes; the seal names {transfer.package.size}"
-        )
-    if PackageRef.of(data, encrypted=transfer.package.encrypted) != transfer.package:
+def check_carried(transfer: Transfer, data: Body) -> None:
+    """Refuse bytes that are not the package the seal names (a flipped byte, a swapped package);
+    a spooled body by the digest counted as it arrived."""
+    size = body_size(data)
+    if size != transfer.package.size:
+        raise DeliveryError(f"the carried package is {size} bytes; the seal names {transfer.package.size}")
+    digest = base64.b64encode(bytes.fromhex(body_sha256(data))).decode("ascii")
+    if digest != transfer.package.digest:
         raise DeliveryError("the carried package is not the one the seal names (its SHA-256 differs)")
 
 
@@ -242,18 +244,75 @@ _BOUNDARY = re.compile(rb"--(gw-[0-9a-f]{32})\r\n")
 _PART_HEAD = re.compile(rb"Content-Type: ([!-~]+)\r\nContent-Length: ([0-9]{1,12})\r\n\r\n")
 
 
-def frame(sealed: bytes, package: bytes) -> tuple[str, list[bytes]]:
-    """The sealed header and the package it names as one ``multipart/mixed`` body, each part with
-    its Content-Length so that a reader never scans the package for the boundary. Returns the
-    Content-Type and the body's pieces (the package is one of them, not copied)."""
+@dataclass(frozen=True)
+class Framing:
+    """A body :func:`frame` makes, without its package: what goes before the package's bytes and
+    after them. Only the package's size is needed (each part's Content-Length), so the package
+    can be streamed between the two from wherever it is stored."""
+
+    content_type: str
+    head: bytes  # the header part, then the package part's own header
+    tail: bytes  # the closing boundary
+
+    def length(self, package_size: int) -> int:
+        return len(self.head) + package_size + len(self.tail)
+
+
+def framing(sealed: bytes, package_size: int) -> Framing:
+    """The sealed header and a package of ``package_size`` bytes as one ``multipart/mixed`` body,
+    each part with its Content-Length so that a reader never scans the package for the boundary."""
     boundary = f"gw-{secrets.token_hex(16)}".encode("ascii")
-    return f"multipart/mixed; boundary={boundary.decode()}", [
-        _PART % (boundary, TRANSFER_TYPE.encode(), len(sealed)),
-        sealed,
-        b"\r\n" + _PART % (boundary, b"application/xml", len(package)),
-        package,
+    return Framing(
+        f"multipart/mixed; boundary={boundary.decode()}",
+        _PART % (boundary, TRANSFER_TYPE.encode(), len(sealed))
+        + sealed
+        + b"\r\n"
+        + _PART % (boundary, b"application/xml", package_size),
         b"\r\n--%s--\r\n" % boundary,
-    ]
+    )
+
+
+def frame(sealed: bytes, package: bytes) -> tuple[str, list[bytes]]:
+    """:func:`framing` with the package in memory: the Content-Type and the body's pieces (the
+    package is one of them, not copied)."""
+    framed = framing(sealed, len(package))
+    return framed.content_type, [framed.head, package, framed.tail]
+
+
+def split_head(body: bytes, *, max_sealed: int) -> tuple[bytes, int, bytes, int] | None:
+    """The start of a body :func:`frame` made, read before its package arrives: (sealed header,
+    package size, the closing expected after the package, where the package starts in ``body``),
+    or None while ``body`` is too short to tell. Raises ``DeliveryError`` for anything else, and
+    for a header part over ``max_sealed`` bytes."""
+    start = _BOUNDARY.match(body)
+    if start is None:
+        if len(body) >= 40 or not b"--gw-".startswith(body[:5]):
+            raise DeliveryError(
+                "not a gateway delivery: expected a multipart/mixed body of a sealed transfer"
+            )
+        return None
+    boundary, at = start.group(1), start.end()
+    head = _PART_HEAD.match(body, at)
+    if head is None:
+        if len(body) - at > 200:
+            raise DeliveryError("part 1 of the delivery has no Content-Type and Content-Length")
+        return None
+    size = int(head.group(2))
+    if size > max_sealed:
+        raise DeliveryError(f"the delivery's sealed header is {size} bytes, more than {max_sealed}")
+    end = head.end() + size
+    closing = b"\r\n--" + boundary + b"\r\n"
+    if len(body) < end + len(closing):
+        return None
+    if not body.startswith(closing, end):
+        raise DeliveryError("part 1 of the delivery is not as long as it says")
+    package_head = _PART_HEAD.match(body, end + len(closing))
+    if package_head is None:
+        if len(body) - (end + len(closing)) > 200:
+            raise DeliveryError("part 2 of the delivery has no Content-Type and Content-Length")
+        return None
+    tail = b"\r\n--" + boundary + b"--\r\n"
+    return body[head.end() : end], int(package_head.group(2)), tail, package_head.end()
 
 
 def unframe(body: bytes) -> tuple[bytes, bytes]:

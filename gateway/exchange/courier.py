@@ -16,7 +16,7 @@ import base64
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -26,33 +26,49 @@ from gateway.domain import transfer as tr
 from gateway.domain.clock import Clock
 from gateway.domain.vocabulary import Classification, Network
 from gateway.errors import DeliveryError, PeerUnavailable
-from gateway.exchange.ports import Carried, CourierStore, NewEvent, Peers, RouteJob
+from gateway.exchange.ports import (
+    Carried,
+    CourierStore,
+    DocumentRecord,
+    NewEvent,
+    PackageChunks,
+    Peers,
+    RouteJob,
+    StoredPackage,
+)
 
 log = logging.getLogger(__name__)
 
 
-def package_ref(job: RouteJob) -> tr.PackageRef:
+_HASH_IN_THREAD = 64 * 1024  # pieces from this size are hashed off the loop (hashlib lets go of the GIL)
+
+
+async def package_ref(store: PackageChunks, doc: DocumentRecord, read: bytes | None = None) -> tr.PackageRef:
     """The stored package as a seal names it: by digest, never parsed again (the intake checked
     it, and every side that receives the bytes checks them against this digest before acting on
-    them). Bytes changed at rest since acceptance are refused here, before anything is sealed."""
-    doc = job.document
-    digest = hashlib.sha256(job.package)
+    them). Read in parts, one at a time: a 50 MB package is never in the node whole. Bytes
+    changed at rest since acceptance (any part) are refused here, before anything is sealed."""
+    digest, size = hashlib.sha256(), 0
+    pieces = _given(read) if read is not None else store.package_chunks(doc.id)
+    async for piece in pieces:
+        if len(piece) >= _HASH_IN_THREAD:
+            await asyncio.to_thread(digest.update, piece)
+        else:
+            digest.update(piece)
+        size += len(piece)
     if doc.package_sha256 is not None and digest.hexdigest() != doc.package_sha256:
         raise DeliveryError("the stored package changed since it was accepted (its SHA-256 differs)")
+    if size != doc.size:
+        raise DeliveryError(f"the stored package is {size} bytes, not the {doc.size} accepted")
     return tr.PackageRef(
         base64.b64encode(digest.digest()).decode("ascii"),
-        len(job.package),
+        size,
         encrypted=doc.classification is not Classification.NONE,
     )
 
 
-def named(job: RouteJob) -> RouteJob | DeliveryError:
-    """``job`` with its package named by digest and its bytes left out (what a carrier process
-    needs: 32 bytes instead of up to 200 MB pickled across), or why it cannot be carried."""
-    try:
-        return replace(job, package=b"", package_ref=package_ref(job))
-    except DeliveryError as exc:
-        return exc
+async def _given(data: bytes) -> AsyncIterator[bytes]:
+    yield data  # a package of one part, read with the claim (``RouteJob.package``)
 
 
 def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Clock) -> Carried:
@@ -76,7 +92,9 @@ def carry(job: RouteJob, adapters: Mapping[Network, NetworkAdapter], clock: Cloc
         due_at=doc.due_at,
         business_doc_type=doc.business_doc_type,
     )
-    package = job.package_ref or package_ref(job)
+    package = job.package_ref
+    if package is None:  # a bug, not the package's fault: the claim is kept and retried
+        raise RuntimeError("a route reached its carrier before the courier named its package")
     sealed = source.seal(routing, package)
     events = [NewEvent("sealed", clock.now(), doc.id, None, source.network.value, {"adapter": source.name})]
     if remote:
@@ -206,6 +224,16 @@ class Courier:
         )
         if not jobs:
             return False
+        # Each package is named by its digest here, its parts read and hashed one at a time;
+        # carriers (threads or processes) get the 32-byte digest, never the bytes.
+        refs = await asyncio.gather(*(self._named(job) for job in jobs))
+        for job, ref in zip(jobs, refs, strict=True):
+            if isinstance(ref, DeliveryError):
+                log.warning("route %s of %s quarantined: %s", job.target, job.document.id, ref.message)
+                await self._store.quarantine_route(job, reason=ref.message, now=self._clock.now())
+        jobs = [ref for ref in refs if isinstance(ref, RouteJob)]
+        if not jobs:
+            return True
         outcomes = await self._carrier.carry(jobs)
         done = [(job, c) for job, c in outcomes if isinstance(c, Carried) and c.forward_to is None]
         if done:
@@ -220,6 +248,13 @@ class Courier:
                 await self._store.quarantine_route(job, reason=result.message, now=self._clock.now())
         return True
 
+    async def _named(self, job: RouteJob) -> RouteJob | DeliveryError:
+        try:
+            ref = await package_ref(self._store, job.document, job.package)
+            return replace(job, package_ref=ref, package=None)  # carriers get the digest only
+        except DeliveryError as exc:
+            return exc
+
     async def _forward(self, items: list[tuple[RouteJob, Carried]]) -> None:
         """Hand sealed transfers to the peer nodes, in claim order; a route is done only when the
         peer confirmed it stored the transfer. An unreachable peer holds its routes back with
@@ -233,7 +268,7 @@ class Courier:
                 await self._hold(job, f"the link to the {network} node is down", self._down_until[network])
                 continue
             try:
-                await self._peers.send(network, carried.sealed, job.package)
+                await self._peers.send(network, carried.sealed, self._stored(job.document))
             except PeerUnavailable as exc:
                 failures = self._failures[network] = self._failures.get(network, 0) + 1
                 wait = min(self._max_backoff, 0.5 * 2 ** (failures - 1))
@@ -249,6 +284,10 @@ class Courier:
             done.append((job, carried))
         if done:
             await self._store.complete_routes(done, now=self._clock.now())
+
+    def _stored(self, doc: DocumentRecord) -> StoredPackage:
+        store = self._store
+        return StoredPackage(doc.size, lambda: store.package_chunks(doc.id))
 
     async def _hold(self, job: RouteJob, reason: str, until: datetime) -> None:
         now = self._clock.now()

@@ -22,11 +22,12 @@ from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.domain.agencies import Registry
+from gateway.domain.body import Body, body_size
 from gateway.domain.clock import Clock
 from gateway.domain.edxml import Edoc, read_package, signature_location
 from gateway.domain.transfer import Transfer, check_carried
 from gateway.domain.vocabulary import Classification, Network, StatusCode
-from gateway.domain.xmlsafe import parse_xml
+from gateway.domain.xmlsafe import parse_xml, parse_xml_file
 from gateway.errors import ClientError, DeliveryError, Forbidden, GatewayError
 from gateway.exchange.ports import InboundStore, NewDelivery, NewDocument, NewEvent, NewRoute
 
@@ -71,7 +72,9 @@ class Inbound:
             raise Forbidden(f"{identity.code} is not the adapter of a peer network of this node")
         return identity.network
 
-    async def take_over(self, sealed: bytes, package: bytes, *, from_network: Network) -> TakenOver:
+    async def take_over(self, sealed: bytes, package: Body, *, from_network: Network) -> TakenOver:
+        """Take over one transfer: ``package`` in memory, or spooled as it arrived (its digest
+        counted then, and checked here against the one the seal names before anything else)."""
         now = self._clock.now()
         try:
             bridged = self._adapter.bridge(sealed, from_network=from_network)
@@ -131,7 +134,7 @@ class Inbound:
             self._on_delivered()
         return TakenOver(doc.id, created)
 
-    def _read_package(self, transfer: Transfer, package: bytes) -> tuple[str | None, str]:
+    def _read_package(self, transfer: Transfer, package: Body) -> tuple[str | None, str]:
         """The subject to list in inboxes (unclassified only) and who signed a status package.
 
         Read only from what the sealed transfer carried and its own signature covers.
@@ -139,7 +142,11 @@ class Inbound:
         if transfer.package.encrypted:  # ciphertext for the recipients: nothing here to read or check
             return None, f"agency:{transfer.routing.sender}"
         # Its size is the one the seal names, within what the API let in (twice the package limit).
-        root = parse_xml(package, max_bytes=max(len(package), 1))
+        size = max(body_size(package), 1)
+        if isinstance(package, bytes):
+            root = parse_xml(package, max_bytes=size)
+        else:
+            root = parse_xml_file(package.path, max_bytes=size)
         if root.tag == XENC_DATA:
             raise Forbidden(
                 "the transfer carries ciphertext but its seal says the package is signed plaintext"

@@ -32,6 +32,7 @@ from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity
 from gateway.crypto.xmlenc import EncryptionRecipient
 from gateway.domain.agencies import Registry, Resolution
+from gateway.domain.body import Body, body_sha256, body_size
 from gateway.domain.clock import Clock
 from gateway.domain.edxml import (
     AttachmentFacts,
@@ -134,9 +135,10 @@ class Intake:
         self._on_accepted = on_accepted
 
     async def submit(
-        self, agency: str, raw: bytes, *, about: str | None = None, declared: Classification | None = None
+        self, agency: str, raw: Body, *, about: str | None = None, declared: Classification | None = None
     ) -> Accepted:
-        """Check and store a package sent by ``agency`` (the TLS-authenticated caller).
+        """Check and store a package sent by ``agency`` (the TLS-authenticated caller): in memory, or
+        spooled to a file as it arrived (a large one; the caller removes the file afterwards).
 
         ``about`` is the document id a status package must answer (from the URL);
         ``declared`` is the secrecy level of the transport metadata, which must equal the signed one.
@@ -193,7 +195,7 @@ class Intake:
     async def _accept_edoc(
         self,
         pkg: Edoc,
-        raw: bytes,
+        raw: Body,
         digest: str,
         signer: CertIdentity,
         verified: NewEvent,
@@ -227,10 +229,10 @@ class Intake:
                     "kind": "edoc",
                     "from": pkg.sender,
                     "document_id": pkg.document_id,
-                    "size": len(raw),
+                    "size": body_size(raw),
                     "priority": int(pkg.priority),
                     "classification": pkg.classification.slug,
-                    "sha256": hashlib.sha256(raw).hexdigest(),
+                    "sha256": body_sha256(raw),  # a spooled body's was counted as it arrived
                     **_change_of(pkg, original),
                 },
             ),
@@ -269,7 +271,7 @@ class Intake:
         return _accepted(stored_id, created, routes)
 
     async def _accept_recall_package(
-        self, pkg: Edoc, raw: bytes, digest: str, signer: CertIdentity, verified: NewEvent
+        self, pkg: Edoc, raw: Body, digest: str, signer: CertIdentity, verified: NewEvent
     ) -> Accepted:
         """``BussinessDocType`` 1: the package form of a 13. It is kept as the 13 it means, answering
         the original it names in ``ResponseFor`` and going to every recipient of that original."""
@@ -360,9 +362,7 @@ class Intake:
                 f"below this document's level '{pkg.classification.slug}'"
             )
 
-    async def _encrypt_for(
-        self, raw: bytes, agency: str, routes: tuple[NewRoute, ...], now: datetime
-    ) -> bytes:
+    async def _encrypt_for(self, raw: Body, agency: str, routes: tuple[NewRoute, ...], now: datetime) -> Body:
         recipients = [
             EncryptionRecipient(d.recipient, self._trust.encryption_certificate(d.recipient, at=now))
             for route in routes
@@ -385,7 +385,7 @@ class Intake:
             raise ReceiptMismatch(f"the receipt's digest is not that of document {original.id} as delivered")
 
     async def _accept_status(
-        self, pkg: Status, raw: bytes, digest: str, signer: CertIdentity, verified: NewEvent, about: str
+        self, pkg: Status, raw: Body, digest: str, signer: CertIdentity, verified: NewEvent, about: str
     ) -> Accepted:
         original = await self._store.document(about)
         if original is None or original.kind != "edoc":
@@ -433,7 +433,7 @@ class Intake:
         original: DocumentRecord,
         sender: str,
         code: str,
-        raw: bytes,
+        raw: Body,
         digest: str,
         signer: CertIdentity,
         verified: NewEvent,
@@ -479,7 +479,7 @@ def status_document(
     sender: str,
     sender_network: Network,
     code: str,
-    package: bytes,
+    package: Body,
     digest: str,
     signer: str,
     resolutions: list[Resolution],

@@ -52,6 +52,7 @@ from gateway.exchange.ports import (
     MailboxStore,
     NewDocument,
     NewEvent,
+    StoredPackage,
 )
 from gateway.exchange.recalls import RecallState, recall_state
 
@@ -113,8 +114,14 @@ class Mailbox:
         return doc, deliveries
 
     async def fetch(self, agency: str, doc_id: str) -> tuple[bytes, bytes]:
-        """The sealed transfer header as delivered to ``agency`` and the stored package it names;
-        the first fetch issues the 01 receipt (over the header, which names the package's digest)."""
+        """:meth:`delivery` with the package read whole: for small packages, tools and tests."""
+        sealed, package = await self.delivery(agency, doc_id)
+        return sealed, b"".join([piece async for piece in package.pieces()])
+
+    async def delivery(self, agency: str, doc_id: str) -> tuple[bytes, StoredPackage]:
+        """The sealed transfer header as delivered to ``agency`` and the stored package it names,
+        to be streamed (read in parts as it is sent); the first fetch issues the 01 receipt (over
+        the header, which names the package's digest)."""
         doc, deliveries = await self._visible(agency, doc_id)
         mine = next((d for d in deliveries if d.recipient == agency), None)
         if mine is None:
@@ -124,9 +131,10 @@ class Mailbox:
                 f"document {doc_id} is not in the inbox of {agency} (delivery state: {mine.state})"
             )
         sealed = await self._store.sealed_for(doc_id, mine.network)
-        package = await self._store.package(doc_id)
-        if sealed is None or package is None:
+        if sealed is None:
             raise NotFound(f"document {doc_id} has no sealed copy for the {mine.network} network")
+        store = self._store
+        package = StoredPackage(doc.size, lambda: store.package_chunks(doc_id))
         now = self._clock.now()
         receipt = None
         # A classified document's 01 must come from the recipient's own system, after it has

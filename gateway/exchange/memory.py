@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from gateway.domain.body import PART_BYTES, body_bytes
 from gateway.domain.edxml import AttachmentFacts
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
 from gateway.errors import DocumentConflict, StoreError
@@ -46,7 +47,6 @@ _RECALL_CODES = frozenset(c.value for c in RECALL_CODES)
 _ANSWERED = frozenset({"02", "03", "04", "05", "06"})  # any of these means the recipient has responded
 _AT_RISK_STATES = frozenset({DeliveryState.PENDING, DeliveryState.DELIVERED, DeliveryState.FETCHED})
 _DEADLINE_FLAGS = frozenset({"deadline_near", "overdue"})
-_CHUNK = 1024 * 1024  # package_chunks' pieces, as the SQL store reads them
 
 
 @dataclass
@@ -164,9 +164,10 @@ class MemoryStore:
                 route.attempts += 1
                 stored = self._documents[route.document]
                 recipients = tuple((d.record.recipient, d.record.addressed) for d in self._of_route(route.id))
+                single = stored.package if len(stored.package) <= PART_BYTES else None  # as SqlStore's
                 jobs.append(
                     RouteJob(
-                        route.id, stored.record, route.network, recipients, stored.package, route.attempts
+                        route.id, stored.record, route.network, recipients, route.attempts, package=single
                     )
                 )
             return jobs
@@ -390,9 +391,10 @@ class MemoryStore:
         stored = self._documents.get(doc_id)
         if stored is None:
             return
-        stop = len(stored.package) if end is None else min(end, len(stored.package))
-        for at in range(max(start, 0), stop, _CHUNK):
-            yield stored.package[at : min(at + _CHUNK, stop)]
+        data = stored.package
+        stop = len(data) if end is None else min(end, len(data))
+        for at in range(max(start, 0), stop, PART_BYTES):
+            yield data[at : min(stop, at + PART_BYTES)]
 
     async def attachments(self, doc_id: str) -> list[AttachmentFacts]:
         stored = self._documents.get(doc_id)
@@ -538,6 +540,7 @@ class MemoryStore:
         return replace(doc, accepted_at=_utc(doc.accepted_at), due_at=due)
 
     def _insert(self, doc: NewDocument) -> None:
+        package = body_bytes(doc.package)  # in memory is where this store keeps it
         record = DocumentRecord(
             id=doc.id,
             kind=doc.kind,
@@ -551,13 +554,13 @@ class MemoryStore:
             subject=doc.subject,
             priority=Priority(doc.priority),
             classification=Classification(doc.classification),
-            size=len(doc.package),
-            package_sha256=hashlib.sha256(doc.package).hexdigest(),
+            size=len(package),
+            package_sha256=hashlib.sha256(package).hexdigest(),
             accepted_at=doc.accepted_at,
             due_at=doc.due_at,
             business_doc_type=doc.business_doc_type,
         )
-        self._documents[doc.id] = _Stored(record, doc.doc_key, doc.package, doc.attachments)
+        self._documents[doc.id] = _Stored(record, doc.doc_key, package, doc.attachments)
         self._by_key[(doc.sender, doc.doc_key)] = doc.id
         priority = int(doc.priority)
         rank = self._fair_rank(doc.sender, priority)

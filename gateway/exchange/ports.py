@@ -10,11 +10,12 @@ Nothing in the core reaches for a global.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from gateway.domain.body import Body
 from gateway.domain.edxml import AttachmentFacts
 from gateway.domain.transfer import PackageRef
 from gateway.domain.vocabulary import Classification, DeliveryState, Network, Priority
@@ -68,7 +69,8 @@ class NewDocument:
     priority: Priority
     classification: Classification
     accepted_at: datetime
-    package: bytes
+    # In memory or in a spool file: the store writes it in parts of at most 1 MiB either way.
+    package: Body
     routes: tuple[NewRoute, ...]
     events: tuple[NewEvent, ...]
     due_at: datetime | None = None  # DueDate, or the time set for a Hỏa tốc hẹn giờ delivery
@@ -122,11 +124,22 @@ class RouteJob:
     document: DocumentRecord
     target: Network
     recipients: tuple[tuple[str, str], ...]  # (recipient, addressed)
-    package: bytes
     attempts: int
-    # The package as a seal names it, once checked against the digest recorded at acceptance
-    # (``gateway.exchange.courier.named``): a carrier process is then sent this, not the bytes.
+    # The package as a seal names it, once the courier has read the stored parts and checked them
+    # against the digest recorded at acceptance (``Courier.run_once``); carriers get only this.
     package_ref: PackageRef | None = None
+    # A package of one part (at most 1 MiB) as the claim read it, so that the courier need not
+    # read it again to hash it; None for a larger one (read a part at a time). Dropped once named.
+    package: bytes | None = None
+
+
+@dataclass(frozen=True)
+class StoredPackage:
+    """A stored package as it is sent on: its size (for a Content-Length) and its bytes, read
+    from the store in pieces of at most 1 MiB only while ``pieces()`` is iterated."""
+
+    size: int
+    pieces: Callable[[], AsyncIterator[bytes]]
 
 
 @dataclass(frozen=True)
@@ -204,13 +217,23 @@ class Peers(Protocol):
 
     def knows(self, network: Network) -> bool: ...
 
-    async def send(self, network: Network, sealed: bytes, package: bytes) -> None:
-        """Hand over one sealed transfer header and the package it names; raises
+    async def send(self, network: Network, sealed: bytes, package: StoredPackage) -> None:
+        """Hand over one sealed transfer header and the package it names (streamed); raises
         ``PeerUnavailable`` (try later) or ``DeliveryError`` (the peer refused it)."""
         ...
 
 
-class DocumentReads(Protocol):
+class PackageChunks(Protocol):
+    """A stored package read in pieces, never whole."""
+
+    def package_chunks(self, doc_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The stored bytes [start, end) of document ``doc_id``'s package (encrypted when
+        classified), in order, in pieces of at most 1 MiB, each read when asked for (an async
+        generator); ``end`` None or past the end: to the end. Nothing for an unknown id."""
+        ...
+
+
+class DocumentReads(PackageChunks, Protocol):
     """One stored document as intake, the mailbox and inbound federation read it."""
 
     async def document(self, doc_id: str) -> DocumentRecord | None: ...
@@ -220,18 +243,12 @@ class DocumentReads(Protocol):
         ...
 
     async def package(self, doc_id: str) -> bytes | None:
-        """The package as stored (encrypted when classified): what a delivery carries beside its
-        sealed header, and what tools and benchmarks read."""
+        """The package as stored (encrypted when classified), whole in memory: for small ones
+        (status packages) and tools; a delivery streams ``package_chunks`` instead."""
         ...
 
     async def sealed_for(self, doc_id: str, network: Network) -> bytes | None:
         """The sealed transfer as ``network`` holds it; None until its route is done."""
-        ...
-
-    def package_chunks(self, doc_id: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """The stored package's bytes ``[start, end)`` (``end`` None: to its end), in pieces of at
-        most 1 MiB read one at a time, so that a range is never held whole; nothing for a
-        document that is not stored."""
         ...
 
     async def attachments(self, doc_id: str) -> list[AttachmentFacts]:
@@ -260,8 +277,9 @@ class IntakeStore(DocumentReads, DeliveryLog, Protocol):
         ...
 
 
-class CourierStore(Protocol):
-    """What ``Courier`` needs: claim routes under a lease and settle each one."""
+class CourierStore(PackageChunks, Protocol):
+    """What ``Courier`` needs: claim routes under a lease, read their packages in pieces (to check
+    their digest, and to stream them to a peer node), and settle each one."""
 
     async def claim_routes(
         self, *, node: str, limit: int, now: datetime, lease_seconds: float, exclude: Collection[Network] = ()

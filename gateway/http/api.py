@@ -12,7 +12,9 @@ import contextlib
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -20,8 +22,9 @@ from aiohttp import web
 
 from gateway.adapters.ports import Trust
 from gateway.domain.agencies import Registry
+from gateway.domain.body import PART_BYTES, Body
 from gateway.domain.clock import Clock
-from gateway.domain.transfer import frame, unframe
+from gateway.domain.transfer import framing, split_head
 from gateway.domain.vocabulary import Classification, Network
 from gateway.errors import (
     BadRequest,
@@ -46,6 +49,7 @@ from gateway.exchange.ports import Endpoint, EventRecord, InboxItem, Store
 from gateway.exchange.ratelimit import SubmissionLimiter, retry_after_header
 from gateway.http.edge import peer_gone, watch_body
 from gateway.http.openapi import contract_bytes
+from gateway.infra.files.spool import Spool, Upload
 from gateway.operators import logs
 from gateway.operators.logs import clean_request_id
 from gateway.operators.metrics import EdgeCounts
@@ -156,7 +160,9 @@ class Api:
         inbound: Inbound | None = None,
         endpoints: Endpoints | None = None,
         uploads: UploadBudget | None = None,
+        spool: Spool | None = None,
     ) -> None:
+        self._spool = spool
         self._endpoints = endpoints
         self._uploads = uploads or UploadBudget(None)
         self._limiter = limiter
@@ -202,13 +208,23 @@ class Api:
         from_network = self._inbound.peer_network(identity)
         # The header and the package it names, framed as one multipart body. A classified package
         # travels as its ciphertext, larger than the package the sender sent: twice the limit.
-        body = await _read_within(request, 2 * request.app[MAX_BYTES] + (1 << 20))
-        try:
-            sealed, package = unframe(body)
-        except DeliveryError as exc:
-            raise BadRequest(f"transfer refused: {exc.message}") from None
-        taken = await self._inbound.take_over(sealed, package, from_network=from_network)
+        limit = 2 * request.app[MAX_BYTES] + (1 << 20)
+        with self._upload() as upload:
+            try:
+                sealed, package = await _framed_transfer(request, upload, limit)
+            except DeliveryError as exc:
+                raise BadRequest(f"transfer refused: {exc.message}") from None
+            taken = await self._inbound.take_over(sealed, package, from_network=from_network)
         return web.json_response({"id": taken.id, "stored": True}, status=201 if taken.created else 200)
+
+    @contextlib.contextmanager
+    def _upload(self) -> Iterator[Upload]:
+        """This request's spool files, removed when it ends, however it ends (the node's spool;
+        an Api built without one, as a test may, spools to a temporary folder of its own)."""
+        if self._spool is None:
+            self._spool = Spool(Path(tempfile.mkdtemp(prefix="gateway-spool-")))
+        with self._spool.upload() as upload:
+            yield upload
 
     def _admit(self, agency: str) -> None:
         wait = self._limiter.take(agency) if self._limiter else 0.0
@@ -227,14 +243,16 @@ class Api:
             level = Classification.from_slug(declared.strip()) if declared else None
         except BadRequest as exc:
             raise BadRequest(f"X-Classification header: {exc.message}") from None
-        with self._uploads.hold(_upload_size(request)):
-            accepted = await self._intake.submit(agency, await request.read(), declared=level)
+        with self._uploads.hold(_upload_size(request)), self._upload() as upload:
+            body = await _body(request, upload)
+            accepted = await self._intake.submit(agency, body, declared=level)
         return web.json_response(_accepted_view(accepted), status=202)
 
     async def post_status(self, request: web.Request) -> web.Response:
         agency = self.agency_of(request)
-        with self._uploads.hold(_upload_size(request)):
-            accepted = await self._intake.submit(agency, await request.read(), about=request.match_info["id"])
+        with self._uploads.hold(_upload_size(request)), self._upload() as upload:
+            body = await _body(request, upload)
+            accepted = await self._intake.submit(agency, body, about=request.match_info["id"])
         return web.json_response(_accepted_view(accepted), status=202)
 
     async def inbox(self, request: web.Request) -> web.Response:
@@ -246,21 +264,29 @@ class Api:
 
     async def fetch(self, request: web.Request) -> web.StreamResponse:
         agency = self.agency_of(request)
-        sealed, package = await self._mailbox.fetch(agency, request.match_info["id"])
+        sealed, package = await self._mailbox.delivery(agency, request.match_info["id"])
         # The package is as its sender signed it; that a replacement has since superseded it is
         # the gateway's word, so it travels beside the package, not in it.
         newer = await self._mailbox.superseded_by(agency, request.match_info["id"])
-        content_type, pieces = frame(sealed, package)
+        framed = framing(sealed, package.size)
         # Streamed, so prepared here: the middleware cannot add its header once the body is going.
         response = web.StreamResponse(
-            headers={"Content-Type": content_type, "X-Request-Id": request[REQUEST_ID]}
+            headers={"Content-Type": framed.content_type, "X-Request-Id": request[REQUEST_ID]}
         )
-        response.content_length = sum(len(piece) for piece in pieces)
+        response.content_length = framed.length(package.size)
         if newer is not None:
             response.headers["X-Superseded-By"] = newer
         await response.prepare(request)
-        for piece in pieces:
+        await response.write(framed.head)
+        # The stored parts one at a time, each awaited until the socket took it: the package is
+        # never whole in the node (issue 13).
+        sent = 0
+        async for piece in package.pieces():
+            sent += len(piece)
             await _write_in_slices(response, piece)
+        if sent != package.size:  # cannot happen unless the store lies: never end a short body well
+            raise StoreError(f"document {request.match_info['id']} is stored shorter than its size")
+        await response.write(framed.tail)
         await response.write_eof()
         return response
 
@@ -418,18 +444,58 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-async def _read_within(request: web.Request, limit: int) -> bytes:
-    """The request body, refused past ``limit`` bytes as it arrives (the app's own cap is the
-    package limit, which a framed transfer may exceed by its header, or its ciphertext)."""
+async def _body(request: web.Request, upload: Upload) -> Body:
+    """The request body (a package), refused past the package limit as it arrives: in memory
+    when small, else spooled to the upload's file with its SHA-256 counted on the way in."""
+    limit = request.app[MAX_BYTES]
     if request.content_length is not None and request.content_length > limit:
         raise PackageTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(1 << 20):
-        size += len(chunk)
-        if size > limit:
-            raise PackageTooLarge(f"the body is over {limit} bytes, the limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    chunks = request.content.iter_chunked(PART_BYTES)
+    return await upload.take(chunks, limit=limit, expected=request.content_length)
+
+
+_MAX_SEALED = 1 << 20  # a sealed transfer header is a few KB; its part is refused past this
+
+
+async def _framed_transfer(request: web.Request, upload: Upload, limit: int) -> tuple[bytes, Body]:
+    """A peer's multipart body (``gateway.domain.transfer.framing``) read as it arrives: the
+    sealed header into memory, the package into the upload (spooled when large, its digest
+    counted as it comes), then exactly the closing boundary. Past ``limit``: refused."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PackageTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
+    stream = request.content
+    buffer = b""
+    while (head := split_head(buffer, max_sealed=_MAX_SEALED)) is None:
+        chunk = await stream.read(64 * 1024)
+        if not chunk:
+            raise DeliveryError("the delivery ended before its package")
+        buffer += chunk
+    sealed, size, tail, at = head
+    if size > limit:
+        raise PackageTooLarge(f"the transfer's package is {size} bytes; the limit is {limit}")
+    rest = buffer[at:]
+    del buffer
+
+    async def package_bytes() -> AsyncIterator[bytes]:
+        nonlocal rest
+        remaining = size
+        if rest:
+            first, rest = rest[:remaining], rest[remaining:]
+            remaining -= len(first)
+            yield first
+        while remaining > 0:
+            chunk = await stream.read(min(remaining, PART_BYTES))
+            if not chunk:
+                raise DeliveryError("part 2 of the delivery is not as long as it says")
+            remaining -= len(chunk)
+            yield chunk
+
+    package = await upload.take(package_bytes(), limit=size, expected=size)
+    while len(rest) <= len(tail) and (chunk := await stream.read(len(tail) + 1 - len(rest))):
+        rest += chunk
+    if rest != tail:
+        raise DeliveryError("part 2 of the delivery is not as long as it says, or bytes follow it")
+    return sealed, package
 
 
 def _one_header(request: web.Request, name: str) -> str | None:

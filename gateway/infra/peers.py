@@ -8,17 +8,17 @@ Only a 2xx means the peer has the transfer durably stored.
 
 from __future__ import annotations
 
-import io
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
 
 from gateway.crypto.pki import Role
-from gateway.domain.transfer import frame
+from gateway.domain.transfer import framing
 from gateway.domain.vocabulary import Network
 from gateway.errors import DeliveryError, PeerUnavailable
+from gateway.exchange.ports import StoredPackage
 from gateway.infra.files.pki_dir import adapter_paths
 
 TRANSFER_PATH = "/v1/transfers"
@@ -40,10 +40,11 @@ class PeerLinks:
     def knows(self, network: Network) -> bool:
         return network in self._peers
 
-    async def send(self, network: Network, sealed: bytes, package: bytes) -> None:
+    async def send(self, network: Network, sealed: bytes, package: StoredPackage) -> None:
         """Hand a sealed transfer header and its package to ``network``'s node, framed as one
-        multipart body (``gateway.domain.transfer.frame``); returns once it is durably stored
-        there. A failed hand-over is retried whole: the peer keeps nothing of a partial body."""
+        multipart body (``gateway.domain.transfer.framing``), the package streamed from the store
+        a part at a time; returns once it is durably stored there. A failed hand-over is retried
+        whole: the peer keeps nothing of a partial body."""
         url = self._peers.get(network)
         if url is None:
             raise DeliveryError(f"no peer node is configured for the {network} network")
@@ -51,13 +52,24 @@ class PeerLinks:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ctx, limit=8), timeout=self._timeout
             )
-        content_type, pieces = frame(sealed, package)
+        framed = framing(sealed, package.size)
+
+        async def framed_body() -> AsyncIterator[bytes]:
+            yield framed.head
+            async for piece in package.pieces():
+                yield piece
+            yield framed.tail
+
         try:
             async with self._session.post(
-                # A file-like body: aiohttp sends it in chunks instead of one write of 50 MB.
+                # An async generator with a known length: aiohttp sends each piece as it is read
+                # (a Content-Length, not chunked), so the package is never whole in this node.
                 url + TRANSFER_PATH,
-                data=io.BytesIO(b"".join(pieces)),
-                headers={"Content-Type": content_type},
+                data=framed_body(),
+                headers={
+                    "Content-Type": framed.content_type,
+                    "Content-Length": str(framed.length(package.size)),
+                },
             ) as response:
                 body = await response.text()
                 if response.status >= 500:

@@ -15,7 +15,7 @@ from pathlib import Path
 from gateway.adapters.network import NetworkAdapter
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.vocabulary import Network
-from gateway.exchange.courier import Outcome, carry_batch, named
+from gateway.exchange.courier import Outcome, carry_batch
 from gateway.exchange.ports import RouteJob
 
 
@@ -91,16 +91,10 @@ class ProcessCarrier:
 
     async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:
         loop = asyncio.get_running_loop()
-        # The packages are hashed here (hashlib lets go of the GIL for large ones) and only their
-        # digests cross to the workers: a 50 MB package is not pickled to a process that never
-        # reads it. The outcomes name the jobs as claimed.
-        prepared = await asyncio.to_thread(lambda: [named(job) for job in jobs])
-        outcomes: dict[int, Outcome] = {
-            i: (job, ref)
-            for i, (job, ref) in enumerate(zip(jobs, prepared, strict=True))
-            if isinstance(ref, Exception)
-        }
-        ready = [(i, ref) for i, ref in enumerate(prepared) if isinstance(ref, RouteJob)]
+        # The courier named each package by its digest: only that crosses to the workers, never
+        # the bytes of a package they never read.
+        outcomes: dict[int, Outcome] = {}
+        ready = list(enumerate(jobs))
         size = max(1, -(-len(ready) // self._workers))
         chunks = [ready[i : i + size] for i in range(0, len(ready), size)]
         results = await asyncio.gather(

@@ -54,9 +54,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 import gateway
 import schemas_xml
 from gateway.crypto.xmlenc import EncryptionRecipient
+from gateway.domain.body import Body, Spooled
 from gateway.domain.xmlsafe import XmlLimits
 from gateway.errors import CheckerFailed, CheckersBusy, GatewayError, PackageTooExpensive
-from gateway.exchange.checking import Checked, check_package, encrypt_package
+from gateway.exchange.checking import Checked, check_package, ciphertext_file, encrypt_package
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +103,13 @@ def _write_frame(stream: BinaryIO, data: bytes) -> None:
     stream.flush()
 
 
-def _run(op: str, args: tuple[Any, ...]) -> Checked | bytes:
+def _run(op: str, args: tuple[Any, ...]) -> Checked | Body:
     if op == "check":
         raw, limits = args
         return check_package(raw, limits)
-    raw, limits, recipients = args
+    raw, limits, recipients, out = args
     certs = [EncryptionRecipient(code, x509.load_der_x509_certificate(der)) for code, der in recipients]
-    return encrypt_package(raw, limits, certs)
+    return encrypt_package(raw, limits, certs, out=out)
 
 
 def _peak_bytes() -> int:
@@ -343,6 +344,11 @@ class _Checker:
             await proc.wait()
 
 
+def _sent(raw: Body) -> pickle.PickleBuffer | Spooled:
+    """A package in memory crosses out of band (see ``_Checker.run``); a spooled one by its name."""
+    return pickle.PickleBuffer(raw) if isinstance(raw, bytes) else raw
+
+
 class CheckerPool:
     """``PackageWork`` for a node: at most ``workers`` packages checked at once, each in a checker
     process within ``cpu_seconds`` of CPU (per job: a check, and an encryption for a classified
@@ -368,21 +374,25 @@ class CheckerPool:
         self._waiting_count = 0
         self._closed = False
 
-    async def check(self, raw: bytes, limits: XmlLimits, *, agency: str) -> Checked:
-        value = await self._submit(agency, "check", (pickle.PickleBuffer(raw), limits))
+    async def check(self, raw: Body, limits: XmlLimits, *, agency: str) -> Checked:
+        value = await self._submit(agency, "check", (_sent(raw), limits))
         if not isinstance(value, Checked):
             raise CheckerFailed(f"a package checker answered a check with a {type(value).__name__}")
         return value
 
     async def encrypt(
-        self, raw: bytes, limits: XmlLimits, recipients: Sequence[EncryptionRecipient], *, agency: str
-    ) -> bytes:
+        self, raw: Body, limits: XmlLimits, recipients: Sequence[EncryptionRecipient], *, agency: str
+    ) -> Body:
         # Certificates cross as DER: the checker builds its own objects from them.
         ders = [(r.code, r.certificate.public_bytes(Encoding.DER)) for r in recipients]
-        value = await self._submit(agency, "encrypt", (pickle.PickleBuffer(raw), limits, ders))
-        if not isinstance(value, bytes):
-            raise CheckerFailed(f"a package checker answered an encryption with a {type(value).__name__}")
-        return value
+        # A spooled package's ciphertext goes to the file made for it; only its name comes back.
+        out = ciphertext_file(raw) if isinstance(raw, Spooled) else None
+        value = await self._submit(agency, "encrypt", (_sent(raw), limits, ders, out))
+        if out is None and isinstance(value, bytes):
+            return value
+        if out is not None and isinstance(value, Spooled) and value.path == out:
+            return value  # the store checks its size and digest as it reads it
+        raise CheckerFailed(f"a package checker answered an encryption with a {type(value).__name__}")
 
     async def _submit(self, agency: str, op: str, args: tuple[Any, ...]) -> Any:
         checker = await self._acquire(agency)

@@ -7,6 +7,7 @@ The home directory holds all state: ``gateway.toml``, ``registry.csv``,
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -110,6 +111,13 @@ class Config:
     def database_url(self) -> str:
         """The database URL, SQLite paths made absolute (relative to the config file's folder)."""
         return _relative_sqlite(self.database, self.home)
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where this node writes large request bodies while it handles them (owner-only files,
+        removed when their request ends; left-overs of a killed run are removed at start). One
+        folder per node name: replicas sharing a home never clear each other's."""
+        return self.home / "spool" / re.sub(r"[^A-Za-z0-9._-]", "_", self.node)
 
     @property
     def url(self) -> str:

@@ -47,6 +47,7 @@ from gateway.infra.files.pki_dir import (
 )
 from gateway.infra.files.pki_init import ensure_dev_pki
 from gateway.infra.files.registry_csv import load_registry, write_registry
+from gateway.infra.files.spool import Spool
 from gateway.infra.peers import PeerLinks
 from gateway.infra.push import PushLinks
 from gateway.infra.sql.notify import WorkListener, listener_dsn
@@ -217,6 +218,8 @@ class Node:
                 self.clock,
                 on_delivered=self.notifier.wake,
             )
+        self.spool = Spool(config.spool_dir)
+        self.spool.clear()  # what a killed run left: no request of this node holds them any more
         self.api = Api(
             self.intake,
             self.mailbox,
@@ -229,6 +232,7 @@ class Node:
             inbound=inbound,
             endpoints=Endpoints(self.store, self.clock),
             uploads=UploadBudget(config.max_upload_bytes_in_flight),
+            spool=self.spool,
         )
         self._runner: web.AppRunner | None = None
         self._courier_task: asyncio.Task[None] | None = None

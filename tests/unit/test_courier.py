@@ -7,9 +7,11 @@ import pytest
 from gateway.adapters.network import NetworkAdapter, SealKey
 from gateway.agency_side.packages import open_delivery
 from gateway.crypto.pki import Role
+from gateway.domain.transfer import check_carried
 from gateway.domain.vocabulary import DeliveryState, Network, Priority
 from gateway.errors import DeliveryError, NotFound, PeerUnavailable
 from gateway.exchange.courier import Courier
+from gateway.exchange.ports import StoredPackage
 from gateway.infra.files.pki_dir import agency_paths, load_key_pair
 from tests.conftest import A01, G22, H41, I01
 from tests.unit.conftest import Exchange, InlineCarrier, framed
@@ -21,18 +23,21 @@ class PeerNodes:
     def __init__(self, *networks: Network) -> None:
         self.networks = set(networks)
         self.sent: list[tuple[Network, bytes]] = []
+        self.packages: list[bytes] = []  # as streamed to the peer
         self.down = False
         self.refusing = False
 
     def knows(self, network: Network) -> bool:
         return network in self.networks
 
-    async def send(self, network: Network, sealed: bytes, package: bytes) -> None:
+    async def send(self, network: Network, sealed: bytes, package: StoredPackage) -> None:
         if self.down:
             raise PeerUnavailable(f"cannot reach the {network} node: connection refused")
         if self.refusing:
             raise DeliveryError(f"the {network} node refused the transfer: seal does not verify")
         self.sent.append((network, sealed))
+        self.packages.append(b"".join([piece async for piece in package.pieces()]))
+        assert len(self.packages[-1]) == package.size
 
 
 def government_node(exchange: Exchange, peers: PeerNodes, *, give_up_after: float = 86_400.0) -> Courier:
@@ -146,6 +151,8 @@ async def test_a_route_to_a_peer_network_is_held_while_the_link_is_down(exchange
     bridged = exchange.adapters[Network.PARTY].bridge(sealed, from_network=Network.GOVERNMENT)
     transfer, _ = exchange.adapters[Network.PARTY].open(bridged, sealed_by=Network.PARTY)
     assert transfer.routing.transfer_id == accepted.id
+    # The package went beside it, streamed from the store: the bytes the seal names.
+    check_carried(transfer, peers.packages[0])  # raises unless they are
     retries = [e for e in await exchange.store.events(accepted.id) if e.kind == "retry"]
     assert [(e.network, e.detail["attempt"]) for e in retries] == [("party", 1), ("party", 2)]
 

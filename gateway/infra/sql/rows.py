@@ -15,6 +15,7 @@ from gateway.infra.sql.tables import (
     EndpointRow,
     EventRow,
     NotificationRow,
+    PackagePartRow,
     RouteRow,
 )
 
@@ -25,6 +26,7 @@ E = EventRow.__table__  # type: ignore[attr-defined]
 P = EndpointRow.__table__  # type: ignore[attr-defined]
 N = NotificationRow.__table__  # type: ignore[attr-defined]
 A = AttachmentRow.__table__  # type: ignore[attr-defined]
+PP = PackagePartRow.__table__  # type: ignore[attr-defined]
 
 DOC_COLUMNS = [c for c in D.c if c.name != "package"]
 

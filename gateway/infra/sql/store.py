@@ -8,13 +8,15 @@ A little over 400 lines: one short method per port method, kept together as the 
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, literal_column, select, update
+from sqlalchemy import Connection, LargeBinary, and_, bindparam, delete, func, literal_column, select, update
 
+from gateway.domain.body import PART_BYTES, body_pieces, body_sha256, body_size
 from gateway.domain.edxml import AttachmentFacts
 from gateway.domain.vocabulary import Classification, DeliveryState, Network
 from gateway.errors import DocumentConflict, StoreError
@@ -42,6 +44,7 @@ from gateway.infra.sql.notifications import claim_notifications, queue_notificat
 from gateway.infra.sql.notify import notify_work
 from gateway.infra.sql.rows import (
     DOC_COLUMNS,
+    PP,
     A,
     D,
     DocumentView,
@@ -57,8 +60,6 @@ from gateway.infra.sql.rows import (
     event_record,
 )
 
-_CHUNK = 1024 * 1024  # the largest piece package_chunks reads at a time
-
 # The statements of the hot path (every accepted document runs them), built once: made per call,
 # SQLAlchemy's statement construction and cache keys cost more than SQLite took to run them
 # (bench/store_writes.py, issue 13). Values come as parameters.
@@ -67,6 +68,7 @@ _BY_KEY = select(D.c.id, D.c.signed_digest).where(
 )
 _INSERT_DOCUMENT = D.insert()
 _INSERT_ROUTE = R.insert()
+_INSERT_PART = PP.insert()
 _INSERT_DELIVERY = V.insert()
 _INSERT_ATTACHMENTS = A.insert()
 _ROUTE_DONE = (
@@ -390,25 +392,51 @@ class SqlStore:
         return await self._db.read(op)
 
     async def package(self, doc_id: str) -> bytes | None:
-        return await self._db.read(
-            lambda c: c.execute(select(D.c.package).where(D.c.id == doc_id)).scalar_one_or_none()
-        )
+        def op(conn: Connection) -> bytes | None:
+            row = conn.execute(select(D.c.id, D.c.parts, D.c.package).where(D.c.id == doc_id)).first()
+            return _whole_package(conn, row) if row is not None else None
+
+        return await self._db.read(op)
 
     async def package_chunks(
         self, doc_id: str, start: int = 0, end: int | None = None
     ) -> AsyncIterator[bytes]:
-        # One read per piece, so no more than a piece is ever held here; a piece shorter than
-        # asked for is the package's last.
+        """One read (on a reader connection) per piece: at most one part of the package is in the
+        node at a time, however large it is; the first read also finds the document (a package of
+        one part, most of them, costs one read). Documents stored before 0007 are read from
+        ``documents.package`` with substr, a piece at a time too."""
         at = max(start, 0)
-        while end is None or at < end:
-            want = _CHUNK if end is None else min(_CHUNK, end - at)
-            piece = await self._db.read(_package_piece(doc_id, at, want))
-            if not piece:
+
+        def first(conn: Connection) -> tuple[int, int | None, bytes] | None:
+            row = conn.execute(select(D.c.size, D.c.parts).where(D.c.id == doc_id)).first()
+            if row is None:
+                return None
+            stop = row.size if end is None else min(end, row.size)
+            if at >= stop:
+                return stop, row.parts, b""
+            return (
+                stop,
+                row.parts,
+                _piece(conn, doc_id=doc_id, parts=row.parts, start=at, end=_upto(at, stop)),
+            )
+
+        found = await self._db.read(first)
+        if found is None:
+            return
+        stop, parts, piece = found
+        read = False  # the first piece came with the document
+        while at < stop:
+            upto = _upto(at, stop)
+            if read:
+                piece = await self._db.read(partial(_piece, doc_id=doc_id, parts=parts, start=at, end=upto))
+            read = True
+            if piece:
+                yield piece
+            if len(piece) != upto - at:
+                # Shorter than recorded (changed at rest): what is there, and no more. Whoever
+                # reads it checks the size and the digest (the courier refuses such a package).
                 return
-            yield bytes(piece)
-            if len(piece) < want:
-                return
-            at += len(piece)
+            at = upto
 
     async def attachments(self, doc_id: str) -> list[AttachmentFacts]:
         def op(conn: Connection) -> list[AttachmentFacts]:
@@ -455,7 +483,7 @@ class SqlStore:
                 .where(D.c.response_for == doc_id, D.c.kind == "status")
                 .order_by(D.c.accepted_at, D.c.id)
             )
-            return [(document_record(r), r.package) for r in rows]
+            return [(document_record(r), _whole_package(conn, r)) for r in rows]
 
         return await self._db.read(op)
 
@@ -545,27 +573,23 @@ class SqlStore:
         return await self._db.read(op)
 
 
-def _package_piece(doc_id: str, at: int, size: int) -> Callable[[Connection], bytes | None]:
-    """The read of ``size`` bytes of a stored package from offset ``at``; None if not stored."""
-
-    def op(conn: Connection) -> bytes | None:
-        if conn.dialect.name != "sqlite":
-            # PostgreSQL fetches only the TOAST chunks a substring covers (substr counts from 1).
-            query = select(func.substr(D.c.package, at + 1, size)).where(D.c.id == doc_id)
-            return conn.execute(query).scalar_one_or_none()
-        # SQLite's substr materialises the whole blob for every piece (a 50 MB package read in
-        # 1 MiB pieces: 3 s and +53 MB of peak RSS); its incremental blob I/O reads the piece only.
-        rowid = conn.execute(select(literal_column("rowid")).where(D.c.id == doc_id)).scalar_one_or_none()
-        if rowid is None:
-            return None
-        try:
-            with conn.connection.dbapi_connection.blobopen("documents", "package", rowid) as blob:
-                blob.seek(min(at, len(blob)))
-                return bytes(blob.read(size))
-        except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc.__class__.__name__}") from exc
-
-    return op
+def _legacy_piece(conn: Connection, doc_id: str, at: int, size: int) -> bytes:
+    """``size`` bytes from offset ``at`` of a package stored whole in ``documents.package``."""
+    if conn.dialect.name != "sqlite":
+        # PostgreSQL fetches only the TOAST chunks a substring covers (substr counts from 1).
+        query = select(func.substr(D.c.package, at + 1, size, type_=LargeBinary)).where(D.c.id == doc_id)
+        return bytes(conn.execute(query).scalar_one_or_none() or b"")
+    # SQLite's substr materialises the whole blob for every piece (a 50 MB package read in
+    # 1 MiB pieces: 3 s and +53 MB of peak RSS); its incremental blob I/O reads the piece only.
+    rowid = conn.execute(select(literal_column("rowid")).where(D.c.id == doc_id)).scalar_one_or_none()
+    if rowid is None:
+        return b""
+    try:
+        with conn.connection.dbapi_connection.blobopen("documents", "package", rowid) as blob:
+            blob.seek(min(at, len(blob)))
+            return bytes(blob.read(size))
+    except sqlite3.Error as exc:
+        raise StoreError(f"database error: {exc.__class__.__name__}") from exc
 
 
 def _accept_after_race(conn: Connection, doc: NewDocument, conflict: Exception) -> tuple[str, bool]:
@@ -600,9 +624,37 @@ def _set_route_aside(
     append_events(conn, [ev])
 
 
+def _upto(at: int, stop: int) -> int:
+    """Where the piece that starts at ``at`` ends: at the end of its part, or at ``stop``."""
+    return min(stop, (at // PART_BYTES + 1) * PART_BYTES)
+
+
+def _piece(conn: Connection, *, doc_id: str, parts: int | None, start: int, end: int) -> bytes:
+    """Bytes [start, end) of a stored package, all within one part (or, stored before 0007,
+    within ``documents.package``, read with substr: the blob is never loaded whole)."""
+    if parts is None:
+        return _legacy_piece(conn, doc_id, start, end - start)
+    seq, offset = divmod(start, PART_BYTES)
+    data = conn.execute(
+        select(func.substr(PP.c.data, offset + 1, end - start, type_=LargeBinary)).where(
+            PP.c.document == doc_id, PP.c.seq == seq
+        )
+    ).scalar_one_or_none()
+    return bytes(data or b"")
+
+
+def _whole_package(conn: Connection, row: Any) -> bytes:
+    """A document row's package in memory (small packages and tools only)."""
+    if row.parts is None:
+        return bytes(row.package)
+    pieces = conn.execute(select(PP.c.data).where(PP.c.document == row.id).order_by(PP.c.seq)).scalars()
+    return b"".join(pieces)
+
+
 def _insert_document(conn: Connection, doc: NewDocument) -> None:
     if doc.attachments and doc.classification is not Classification.NONE:
         raise StoreError(CLASSIFIED_ATTACHMENTS.format(id=doc.id))
+    size, sha256 = body_size(doc.package), body_sha256(doc.package)
     conn.execute(
         _INSERT_DOCUMENT,
         {
@@ -619,14 +671,20 @@ def _insert_document(conn: Connection, doc: NewDocument) -> None:
             "subject": doc.subject,
             "priority": int(doc.priority),
             "classification": int(doc.classification),
-            "size": len(doc.package),
-            "package_sha256": hashlib.sha256(doc.package).hexdigest(),
+            "size": size,
+            "package_sha256": sha256,
             "accepted_at": doc.accepted_at,
             "due_at": doc.due_at,
             "business_doc_type": doc.business_doc_type,
-            "package": doc.package,
+            "package": b"",
+            "parts": -(-size // PART_BYTES),
         },
     )
+    # One part per statement: binding a 50 MB blob (or all parts in one executemany) had the
+    # driver copy the whole package at once. A spooled package is read from its file as it goes,
+    # and checked against the digest counted as it arrived (``body_pieces`` raises otherwise).
+    for seq, piece in enumerate(body_pieces(doc.package)):
+        conn.execute(_INSERT_PART, {"document": doc.id, "seq": seq, "data": piece})
     if doc.attachments:
         conn.execute(_INSERT_ATTACHMENTS, attachment_rows(doc.id, doc.attachments))
     notify_work(conn)

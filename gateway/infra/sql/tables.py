@@ -1,8 +1,8 @@
 """The database schema, declared once with SQLModel; queries use SQLAlchemy Core on these tables.
 
 No column ever holds the subject, content or attachment name of a classified
-document: ``subject`` is NULL for them and ``package`` holds what the sender
-signed (encrypted before storage once classified documents are carried).
+document: ``subject`` is NULL for them and the package (``package_parts``; ``documents.package``
+for documents stored before 0007) holds what the sender signed, encrypted when classified.
 """
 
 from __future__ import annotations
@@ -69,7 +69,23 @@ class DocumentRow(SQLModel, table=True):
     classification: int
     size: int
     accepted_at: datetime = _ts()  # type: ignore[assignment]
+    # The package itself for documents stored before 0007; empty since, the bytes being in
+    # ``package_parts`` (``parts`` of them): a 50 MB blob bound, copied and read whole cost the
+    # node several copies of it at once (issue 13).
     package: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    parts: int | None = Field(default=None)  # NULL: the package is in ``package`` (stored before 0007)
+
+
+class PackagePartRow(SQLModel, table=True):
+    """One piece of a stored package, in order: every part but the last holds exactly
+    ``gateway.domain.body.PART_BYTES``, so the part that holds a byte offset is found by
+    division, and a range is read one part (one query) at a time."""
+
+    __tablename__ = "package_parts"
+
+    document: str = Field(foreign_key="documents.id", primary_key=True, max_length=32)
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class AttachmentRow(SQLModel, table=True):
