@@ -289,6 +289,9 @@ async def test_sigkill_during_a_large_upload_leaves_nothing_half_stored_and_the_
         left = [p.name for p in config.spool_dir.iterdir()]
         assert len(left) == 1 and left[0].startswith("up-"), left
         assert (config.spool_dir / left[0]).stat().st_mode & 0o077 == 0  # owner-only
+        # ...and sealed with a key that died with the node: none of what it held is readable.
+        residue = (config.spool_dir / left[0]).read_bytes()
+        assert len(residue) > MIB and package[:4096] not in residue and package[-MIB:][:4096] not in residue
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.domain.body import Spooled, body_bytes
+from gateway.domain.body import PART_BYTES, Spooled, body_bytes
 from gateway.domain.xmlsafe import XmlLimits, parse_xml, parse_xml_file
-from gateway.errors import GatewayError, PackageTooLarge
+from gateway.errors import GatewayError, PackageTooLarge, StoreError
 from gateway.infra.files.spool import Spool
 
 
@@ -37,6 +37,46 @@ async def test_a_small_body_stays_in_memory_and_a_large_one_is_spooled_owner_onl
         assert stat.S_IMODE(os.stat(body.path).st_mode) == 0o600
         Path(body.derived(".enc")).write_bytes(b"ciphertext")  # as a checker writes one beside it
     assert list(spool.directory.iterdir()) == []  # the request ended: its files went with it
+
+
+async def test_an_agencys_upload_is_never_on_disk_in_clear(tmp_path: Path) -> None:
+    """A package sent to the API may be classified plaintext: its spool file holds it sealed with a
+    key of its own (AES-256-GCM records), so neither the file nor what a kill leaves can be read."""
+    spool = Spool(tmp_path / "spool", in_memory=1000)
+    marker = "Tài liệu Tối mật: kế hoạch".encode()
+    data = (marker + os.urandom(1000)) * (2 * PART_BYTES // 1000 + 7)  # three records, the last short
+    with spool.upload() as upload:
+        body = await upload.take(arriving(data, piece=300_000), limit=len(data), expected=len(data))
+        assert isinstance(body, Spooled) and body.key is not None
+        on_disk = Path(body.path).read_bytes()
+        assert marker not in on_disk and len(on_disk) == len(data) + 3 * 16
+        assert body_bytes(body) == data
+        assert body.key.hex() not in repr(body)  # the key is never printed with the file
+    # A transfer from a peer is never classified plaintext: spooled as it came.
+    with spool.upload() as upload:
+        plain = await upload.take(arriving(data), limit=len(data), expected=len(data), sealed=False)
+        assert isinstance(plain, Spooled) and plain.key is None
+        assert Path(plain.path).read_bytes() == data
+
+
+@pytest.mark.parametrize("change", ["flip", "swap", "cut"])
+async def test_a_sealed_spool_file_changed_on_disk_is_refused(tmp_path: Path, change: str) -> None:
+    spool = Spool(tmp_path / "spool", in_memory=1000)
+    data = os.urandom(2 * PART_BYTES + 5000)
+    with spool.upload() as upload:
+        body = await upload.take(arriving(data, piece=PART_BYTES), limit=len(data), expected=len(data))
+        assert isinstance(body, Spooled)
+        raw = bytearray(Path(body.path).read_bytes())
+        record = PART_BYTES + 16
+        if change == "flip":
+            raw[record + 10] ^= 1
+        elif change == "swap":  # two whole records in each other's place
+            raw[:record], raw[record : 2 * record] = raw[record : 2 * record], raw[:record]
+        else:
+            del raw[2 * record :]
+        Path(body.path).write_bytes(bytes(raw))
+        with pytest.raises(StoreError):
+            body_bytes(body)
 
 
 async def test_a_body_over_the_limit_is_refused_as_it_arrives_and_leaves_nothing(tmp_path: Path) -> None:

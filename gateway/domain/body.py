@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.errors import StoreError
 
@@ -25,6 +28,12 @@ class Spooled:
     path: str
     size: int
     sha256: str
+    # With a key, the file holds the body sealed with AES-256-GCM in records of PART_BYTES (see
+    # :class:`RecordSealer`): a package sent to the API may be classified plaintext, which must
+    # never lie readable on disk, not even for the length of its request or after a kill. The
+    # key is made for this one file and lives only in memory (the node's, and a checker's while
+    # it reads the file); it is never printed.
+    key: bytes | None = field(default=None, repr=False)
 
     def derived(self, suffix: str) -> str:
         """The path of a file made from this one (the ciphertext of a classified package): beside
@@ -53,6 +62,9 @@ def body_pieces(body: Body, size: int = PART_BYTES) -> Iterator[bytes]:
         for at in range(0, len(view), size):
             yield bytes(view[at : at + size])
         return
+    if body.key is not None:
+        yield from _opened_records(body)
+        return
     seen, digest = 0, hashlib.sha256()
     with open(body.path, "rb") as file:
         while (piece := file.read(size)) and seen + len(piece) <= body.size:
@@ -60,7 +72,69 @@ def body_pieces(body: Body, size: int = PART_BYTES) -> Iterator[bytes]:
             digest.update(piece)
             yield piece
     if seen != body.size or piece or digest.hexdigest() != body.sha256:
-        raise StoreError("a spool file changed after it was written; nothing was stored from it")
+        raise StoreError(_CHANGED)
+
+
+_CHANGED = "a spool file changed after it was written; nothing was stored from it"
+_TAG = 16
+
+
+def _nonce(index: int) -> bytes:
+    # One key per file, so the record's index is a nonce never used twice with it.
+    return index.to_bytes(12, "big")
+
+
+class RecordSealer:
+    """Seals a body as it is written to its spool file: AES-256-GCM over records of ``PART_BYTES``
+    of plaintext (the last shorter), each with its index as nonce and in its associated data, so
+    that a record cannot be moved, dropped or altered unseen; the size and SHA-256 recorded with
+    the file catch a truncated end. :func:`body_pieces` opens them again."""
+
+    def __init__(self) -> None:
+        self.key = AESGCM.generate_key(bit_length=256)
+        self._aead = AESGCM(self.key)
+        self._index = 0
+        self._held = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The sealed records ``data`` completes (none until a record's worth has come)."""
+        self._held += data
+        out = []
+        while len(self._held) >= PART_BYTES:
+            out.append(self._seal(bytes(self._held[:PART_BYTES])))
+            del self._held[:PART_BYTES]
+        return out
+
+    def finish(self) -> list[bytes]:
+        """The last, shorter record (none if the body ended on a record's boundary)."""
+        if not self._held:
+            return []
+        record, self._held = self._seal(bytes(self._held)), bytearray()
+        return [record]
+
+    def _seal(self, plaintext: bytes) -> bytes:
+        nonce = _nonce(self._index)
+        self._index += 1
+        return self._aead.encrypt(nonce, plaintext, nonce)
+
+
+def _opened_records(body: Spooled) -> Iterator[bytes]:
+    assert body.key is not None
+    aead, seen, digest, index = AESGCM(body.key), 0, hashlib.sha256(), 0
+    with open(body.path, "rb") as file:
+        while seen < body.size:
+            record = file.read(min(PART_BYTES, body.size - seen) + _TAG)
+            try:
+                piece = aead.decrypt(_nonce(index), record, _nonce(index))
+            except InvalidTag:
+                raise StoreError(_CHANGED) from None
+            index += 1
+            seen += len(piece)
+            digest.update(piece)
+            yield piece
+        rest = file.read(1)
+    if seen != body.size or rest or digest.hexdigest() != body.sha256:
+        raise StoreError(_CHANGED)
 
 
 def body_bytes(body: Body) -> bytes:

@@ -20,7 +20,7 @@ from lxml import etree
 
 from gateway.crypto.xmldsig import verify_enveloped
 from gateway.crypto.xmlenc import EncryptionRecipient, encrypt_element
-from gateway.domain.body import Body, Spooled
+from gateway.domain.body import Body, Spooled, body_bytes
 from gateway.domain.edxml import (
     LEGACY_SIGNATURE_ONLY,
     AttachmentFacts,
@@ -63,6 +63,12 @@ def _bounded_certificate(cert: x509.Certificate) -> None:
         )
 
 
+def _in_clear(raw: Body) -> Body:
+    """The bytes, or a spool file the parser can map; a sealed spool file (an agency's upload, maybe
+    classified) is opened into this checker's memory, never written back to disk in clear."""
+    return body_bytes(raw) if isinstance(raw, Spooled) and raw.key is not None else raw
+
+
 def _parsed(raw: Body, limits: XmlLimits) -> etree._Element:
     """The one hardened parser, over the bytes or over the spool file (mapped, not read whole)."""
     return (
@@ -77,6 +83,7 @@ def check_package(raw: Body, limits: XmlLimits) -> Checked:
     (``Checked.certificate``), so a package signed by a stranger costs this much and no more.
     Raises the ``ClientError`` that refuses the package.
     """
+    raw = _in_clear(raw)
     root = _parsed(raw, limits)
     validate_package(root)
     if legacy_signature_only(root):
@@ -123,7 +130,7 @@ def encrypt_package(
     (``raw`` has passed :func:`check_package`; it is parsed again because a tree cannot cross
     into a worker process, and parsing is the cheap part). With ``out`` (a file made by
     :func:`ciphertext_file`), the ciphertext is written there and named by its size and digest."""
-    ciphertext = bytes(etree.tostring(encrypt_element(_parsed(raw, limits), recipients)))
+    ciphertext = bytes(etree.tostring(encrypt_element(_parsed(_in_clear(raw), limits), recipients)))
     if out is None:
         return ciphertext
     fd = os.open(out, os.O_WRONLY | os.O_TRUNC)  # never O_CREAT: see ciphertext_file

@@ -490,7 +490,9 @@ async def _framed_transfer(request: web.Request, upload: Upload, limit: int) -> 
             remaining -= len(chunk)
             yield chunk
 
-    package = await upload.take(package_bytes(), limit=size, expected=size)
+    # Never classified plaintext (the sender's unclassified package, or ciphertext): not sealed,
+    # so the node can parse an unclassified one from the file for its subject.
+    package = await upload.take(package_bytes(), limit=size, expected=size, sealed=False)
     while len(rest) <= len(tail) and (chunk := await stream.read(len(tail) + 1 - len(rest))):
         rest += chunk
     if rest != tail:

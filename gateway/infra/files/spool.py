@@ -19,7 +19,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from gateway.domain.body import PART_BYTES, Body, Spooled
+from gateway.domain.body import PART_BYTES, Body, RecordSealer, Spooled
 from gateway.errors import PackageTooLarge
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,20 @@ class Upload:
         self._in_memory = in_memory
         self._spooled = False  # nothing on disk (a small body): nothing to remove, no syscall
 
-    async def take(self, chunks: AsyncIterator[bytes], *, limit: int, expected: int | None = None) -> Body:
+    async def take(
+        self, chunks: AsyncIterator[bytes], *, limit: int, expected: int | None = None, sealed: bool = True
+    ) -> Body:
         """The body from ``chunks``, refused past ``limit`` bytes as it arrives: in memory when it
         is small (``expected``, its Content-Length, says so, or it ends before the threshold),
-        else in this upload's file, with its SHA-256 counted as it is written."""
+        else in this upload's file, with its SHA-256 counted as it is written, and sealed with a
+        key of its own (``sealed``; see ``gateway.domain.body.RecordSealer``) unless the body can
+        never be classified plaintext (a peer's transfer: the sender's unclassified package or
+        the recipients' ciphertext)."""
         digest, size = hashlib.sha256(), 0
         held: list[bytes] = []
         fd: int | None = None
         spool = expected is None or expected > self._in_memory
+        sealer = RecordSealer() if sealed else None
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -88,18 +94,20 @@ class Upload:
                     self._spooled = True
                     fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     for piece in held:
-                        _write(fd, digest, piece)
+                        _write(fd, digest, piece, sealer)
                     held.clear()
                 if len(chunk) >= _WRITE_IN_THREAD:
-                    await asyncio.to_thread(_write, fd, digest, chunk)
+                    await asyncio.to_thread(_write, fd, digest, chunk, sealer)
                 else:
-                    _write(fd, digest, chunk)
+                    _write(fd, digest, chunk, sealer)
+            if fd is not None and sealer is not None:
+                _write_all(fd, sealer.finish())
         finally:
             if fd is not None:
                 os.close(fd)
         if fd is None:
             return b"".join(held)
-        return Spooled(str(self.path), size, digest.hexdigest())
+        return Spooled(str(self.path), size, digest.hexdigest(), sealer.key if sealer else None)
 
     def remove(self) -> None:
         """Remove the body's file and those made from it (only a spooled body has any)."""
@@ -110,8 +118,13 @@ class Upload:
                 path.unlink()
 
 
-def _write(fd: int, digest: hashlib._Hash, data: bytes) -> None:
+def _write(fd: int, digest: hashlib._Hash, data: bytes, sealer: RecordSealer | None) -> None:
     digest.update(data)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    _write_all(fd, sealer.feed(data) if sealer is not None else [data])
+
+
+def _write_all(fd: int, pieces: list[bytes]) -> None:
+    for data in pieces:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
