@@ -118,6 +118,15 @@ class Verified:
         return self.digest.hex()
 
 
+@functools.lru_cache(maxsize=256)  # a sender's certificate is at most 64 KB: 16 MB at worst
+def _verification_key(certificate_der: bytes) -> xmlsec.Key:
+    """libxmlsec1's key of a certificate, loaded once per certificate (by its DER bytes): the
+    carriers verify the same few adapter certificates for every document, and loading took as
+    long as the verification itself (py-spy, bench/throughput.py). Assigning it to a context
+    copies it, so a cached key is never changed; what to trust is decided before, per call."""
+    return xmlsec.Key.from_memory(certificate_der, _XS.KeyDataFormatCertDer)
+
+
 @functools.lru_cache(maxsize=64)
 def _xmlsec_key(key: SigningKey) -> xmlsec.Key:
     """libxmlsec1's copy of a signing key, made once per key (cached by identity: a node holds a
@@ -388,7 +397,7 @@ def verify_enveloped(
     assert canonical is not None and reference is not None  # check_policy pinned the shape
     context = xmlsec.SignatureContext()
     try:
-        context.key = xmlsec.Key.from_memory(certificate.public_bytes(Encoding.DER), _XS.KeyDataFormatCertDer)
+        context.key = _verification_key(certificate.public_bytes(Encoding.DER))
     except xmlsec.Error as exc:
         raise SignatureInvalid("the signing certificate is not usable: its key cannot be loaded") from exc
     for uri in policy.transforms:
