@@ -7,6 +7,7 @@ The processes are started with exactly the command docker-compose.yml runs:
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import sqlite3
@@ -21,13 +22,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.agency_side.packages import open_delivery
+from gateway.agency_side.packages import decryption_keys, open_delivery
 from gateway.domain.edxml import BusinessDocType
-from gateway.domain.vocabulary import Network, StatusCode
+from gateway.domain.vocabulary import Classification, Network, StatusCode
 from gateway.runtime.config import Config
 from tests.api_contract import contract_session
 from tests.conftest import A01, G22, H41, I01, client_context, make_package, trust_for
 from tests.processes import free_port
+from tests.test_large_packages import large_package
 from tests.test_recall import recall_column, status
 from tests.test_update_replace import changing_package
 
@@ -333,3 +335,40 @@ async def test_a_recall_and_a_replacement_cross_to_the_recipients_node(federatio
     seen = {d["id"]: d for d in inbox["documents"] if d["kind"] == "edoc"}
     assert seen[new]["replaces"] == original
     assert seen[original]["superseded_by"] == new
+
+
+async def test_a_large_package_plain_and_toi_mat_crosses_between_nodes(federation: Federation) -> None:
+    """Issue 13: 12 MB packages (over the spool threshold, several parts) handed from the
+    government node to the party node as header and streamed parts, digest checked on arrival,
+    then fetched and opened there; one attachment served by the party node from its span."""
+    fed = federation
+    gov, party = Network.GOVERNMENT, Network.PARTY
+    for network in (gov, party):
+        fed.start(network)
+    for network in (gov, party):
+        await fed.healthy(network)
+    sent: dict[Classification, tuple[str, bytes]] = {}
+    for number, level in enumerate((Classification.NONE, Classification.TOI_MAT), start=40):
+        scan = os.urandom(9 * 1024 * 1024)
+        package = large_package(fed.config, scan=scan, level=level, number=number)
+        headers = {"X-Classification": level.slug} if level is not Classification.NONE else {}
+        async with fed.session(G22).post(
+            fed.url(gov) + "/v1/edocs", data=io.BytesIO(package), headers=headers
+        ) as r:
+            assert r.status == 202, await r.text()
+            sent[level] = ((await r.json())["id"], scan)
+    keys = decryption_keys(fed.config.certs, A01)
+    for level, (doc_id, scan) in sent.items():
+        await fed.until_in_inbox(A01, party, doc_id, timeout=60)
+        status, delivery = await fed.call(A01, party, "GET", f"/v1/edocs/{doc_id}")
+        assert status == 200
+        opened = open_delivery(
+            delivery, trust=trust_for(fed.config), network=party, at=datetime.now(UTC), decryption_keys=keys
+        )
+        assert opened.signer.code == G22 and opened.attachments[0].data == scan
+    plain_id, plain_scan = sent[Classification.NONE]
+    status, served = await fed.call(A01, party, "GET", f"/v1/edocs/{plain_id}/attachments/cid:1")
+    assert status == 200 and served == plain_scan
+    for network in (gov, party):  # the spool of each node (one folder per node name) is empty again
+        spool = fed.home / "spool" / network.value
+        assert spool.is_dir() and list(spool.iterdir()) == []
