@@ -358,7 +358,7 @@ async def test_a_large_package_plain_and_toi_mat_crosses_between_nodes(federatio
             assert r.status == 202, await r.text()
             sent[level] = ((await r.json())["id"], scan)
     keys = decryption_keys(fed.config.certs, A01)
-    for level, (doc_id, scan) in sent.items():
+    for doc_id, scan in sent.values():
         await fed.until_in_inbox(A01, party, doc_id, timeout=60)
         status, delivery = await fed.call(A01, party, "GET", f"/v1/edocs/{doc_id}")
         assert status == 200
