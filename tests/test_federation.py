@@ -100,6 +100,13 @@ class Federation:
                 return r.status, await r.json()
             return r.status, await r.read()
 
+    async def start_healthy(self, *networks: Network) -> None:
+        """Start these nodes together, then wait until each answers."""
+        for network in networks:
+            self.start(network)
+        for network in networks:
+            await self.healthy(network)
+
     async def healthy(self, network: Network) -> None:
         for _ in range(300):
             proc = self.procs[network]
@@ -142,10 +149,7 @@ PAIRS = [(s, r) for s in Network for r in Network if s is not r]
 
 async def test_every_pair_of_networks_with_receipts_back(federation: Federation) -> None:
     fed = federation
-    for network in Network:
-        fed.start(network)
-    for network in Network:
-        await fed.healthy(network)
+    await fed.start_healthy(*Network)
     sent = {}
     for source, target in PAIRS:
         sender, recipient = HOME_OF[source], HOME_OF[target]
@@ -205,10 +209,7 @@ async def test_an_agency_uses_its_own_networks_node_and_peers_must_be_adapters(
 
 async def test_peer_killed_mid_burst_delivers_everything_exactly_once(federation: Federation) -> None:
     fed = federation
-    fed.start(Network.GOVERNMENT)
-    fed.start(Network.PARTY)
-    await fed.healthy(Network.GOVERNMENT)
-    await fed.healthy(Network.PARTY)
+    await fed.start_healthy(Network.GOVERNMENT, Network.PARTY)
     packages = [
         make_package(fed.config, G22, [A01, H41], document_id=f"{G22},2026/11/22,{i}/FED") for i in range(120)
     ]
@@ -293,10 +294,7 @@ async def test_a_recall_and_a_replacement_cross_to_the_recipients_node(federatio
     two nodes; the recipient's node links them to the original as a single node does."""
     fed = federation
     gov, party = Network.GOVERNMENT, Network.PARTY
-    for network in (gov, party):
-        fed.start(network)
-    for network in (gov, party):
-        await fed.healthy(network)
+    await fed.start_healthy(gov, party)
     document_id = f"{G22},2026/12/04,77/FED-TH"
     code, body = await fed.call(
         G22, gov, "POST", "/v1/edocs", make_package(fed.config, G22, [A01], document_id=document_id)
@@ -343,10 +341,7 @@ async def test_a_large_package_plain_and_toi_mat_crosses_between_nodes(federatio
     then fetched and opened there; one attachment served by the party node from its span."""
     fed = federation
     gov, party = Network.GOVERNMENT, Network.PARTY
-    for network in (gov, party):
-        fed.start(network)
-    for network in (gov, party):
-        await fed.healthy(network)
+    await fed.start_healthy(gov, party)
     sent: dict[Classification, tuple[str, bytes]] = {}
     for number, level in enumerate((Classification.NONE, Classification.TOI_MAT), start=40):
         scan = os.urandom(9 * 1024 * 1024)
