@@ -18,12 +18,16 @@ from sqlalchemy import Connection, func, select
 
 from gateway.audit.log import GENESIS, record_hash, utc_text
 from gateway.exchange.ports import NewEvent
+from gateway.infra.sql.prepared import Prepared
 from gateway.infra.sql.rows import E
 from gateway.operators.logs import current_request_id
 
 _CHAIN_LOCK = 0x65645843  # the delivery log's advisory lock key on PostgreSQL ('edXC')
 _PENDING_EVENTS = "gateway_pending_events"  # conn.info key: this transaction's records, not yet chained
 _WRITER = "gateway_writer"  # conn.info key: the node whose store is writing (events.writer)
+# Run at every commit that writes records (prepared: see ``gateway.infra.sql.prepared``).
+_HEAD = Prepared(select(E.c.seq, E.c.hash).order_by(E.c.seq.desc()).limit(1))
+_INSERT = Prepared(E.insert())
 
 
 def hold_events(conn: Connection, writer: str | None) -> None:
@@ -67,8 +71,8 @@ def chain_pending_events(conn: Connection) -> None:
         return
     if conn.dialect.name == "postgresql":
         conn.execute(select(func.pg_advisory_xact_lock(_CHAIN_LOCK)))
-    head = conn.execute(select(E.c.seq, E.c.hash).order_by(E.c.seq.desc()).limit(1)).first()
-    seq, prev = (int(head.seq), str(head.hash)) if head is not None else (0, GENESIS)
+    head = _HEAD.first(conn, {})
+    seq, prev = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS)
     rows = []
     for ev, request_id in pending:
         seq += 1
@@ -91,4 +95,4 @@ def chain_pending_events(conn: Connection) -> None:
             }
         )
         prev = digest
-    conn.execute(E.insert(), rows)
+    _INSERT.run_many(conn, rows)

@@ -9,18 +9,63 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Integer, and_, bindparam, func, or_, select, update
 
 from gateway.domain.vocabulary import Network, Priority
 from gateway.exchange.ports import RouteJob
+from gateway.infra.sql.prepared import Prepared
 from gateway.infra.sql.rows import DOC_COLUMNS, PP, D, R, V, document_record
+from gateway.infra.sql.tables import UTCDateTime
 
 # Built once: a statement made per call cost more in SQLAlchemy's construction and cache-key work
 # than SQLite took to run it (bench/store_writes.py, issue 13). One query for both ends of the lane.
 _LANE = and_(R.c.state == "pending", R.c.priority == bindparam("priority"))
-_LANE_ENDS = select(
-    select(func.min(R.c.fair_rank)).where(_LANE).scalar_subquery(),
-    select(func.max(R.c.fair_rank)).where(_LANE, R.c.sender == bindparam("sender")).scalar_subquery(),
+_LANE_ENDS = Prepared(
+    select(
+        select(func.min(R.c.fair_rank)).where(_LANE).scalar_subquery(),
+        select(func.max(R.c.fair_rank)).where(_LANE, R.c.sender == bindparam("sender")).scalar_subquery(),
+    )
+)
+# One lane's claim in one statement: the first `n` free routes of the lane in carrying order,
+# taken for `node` until `until` (SKIP LOCKED on PostgreSQL, so replicas never take the same
+# route; SQLite has one writer and renders no FOR UPDATE).
+_FREE = and_(
+    _LANE, or_(R.c.claimed_until.is_(None), R.c.claimed_until < bindparam("now", type_=UTCDateTime()))
+)
+_CLAIM_LANE = Prepared(
+    update(R)
+    .where(
+        R.c.id.in_(
+            select(R.c.id)
+            .where(_FREE)
+            .order_by(R.c.fair_rank, R.c.id)
+            .limit(bindparam("n", type_=Integer()))
+            .with_for_update(skip_locked=True)
+        )
+    )
+    .values(claimed_by=bindparam("node"), claimed_until=bindparam("until"), attempts=R.c.attempts + 1)
+    .returning(R.c.id)
+)
+_LANES = sorted(map(int, Priority), reverse=True)  # most urgent first
+# What the courier needs of the routes just claimed: the document's columns, and its package
+# only when it is one part (at most 1 MiB, most documents): a large one the courier reads a part
+# at a time. Read with the claim, a small package costs the courier no read of its own (one per
+# route measured 18% off the delivery rate of 12 KB packages, bench/compare.py).
+_CLAIMED = (
+    select(
+        R.c.id.label("route_id"),
+        R.c.network.label("target"),
+        R.c.attempts.label("tries"),
+        PP.c.data.label("single_part"),
+        *DOC_COLUMNS,
+    )
+    .join(D, D.c.id == R.c.document)
+    .outerjoin(PP, and_(PP.c.document == D.c.id, PP.c.seq == 0, D.c.parts == 1))
+    .where(R.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(R.c.priority.desc(), R.c.fair_rank, R.c.id)
+)
+_RECIPIENTS = select(V.c.route, V.c.recipient, V.c.addressed).where(
+    V.c.route.in_(bindparam("ids", expanding=True))
 )
 
 
@@ -29,7 +74,8 @@ def fair_rank(conn: Connection, sender: str, priority: int) -> int:
     previous pending one, but never before the lane's current head. So a 10,000-document batch
     takes ranks head..head+9,999 while another sender's single document takes the head rank and
     is carried right after the batch's first, not after all of it."""
-    head, last = conn.execute(_LANE_ENDS, {"priority": priority, "sender": sender}).one()
+    row = _LANE_ENDS.first(conn, {"priority": priority, "sender": sender})
+    head, last = row if row is not None else (None, None)
     head = head or 0
     return head if last is None else max(head, int(last) + 1)
 
@@ -44,51 +90,19 @@ def claim_routes(
     # then fair_rank ASC cannot follow that index and sorted the whole backlog every time
     # (a Hỏa tốc document waited a second behind 10,000 routes instead of 0.2 s).
     ids: list[int] = []
-    for priority in sorted(map(int, Priority), reverse=True):
+    for priority in _LANES:
         if len(ids) == limit:
             break
-        candidates = (
-            select(R.c.id)
-            .where(
-                R.c.state == "pending",
-                R.c.priority == priority,
-                or_(R.c.claimed_until.is_(None), R.c.claimed_until < now),
-            )
-            .order_by(R.c.fair_rank, R.c.id)
-            .limit(limit - len(ids))
-        )
-        if exclude:
-            candidates = candidates.where(R.c.network.not_in([n.value for n in exclude]))
-        if conn.dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
-        ids += [row.id for row in conn.execute(candidates)]
+        if exclude:  # a link is down: rare, built for the networks it names
+            ids += _claim_lane_except(conn, priority, limit - len(ids), node, now, until, exclude)
+            continue
+        free = {"priority": priority, "now": now, "n": limit - len(ids), "node": node, "until": until}
+        ids += sorted(route_id for (route_id,) in _CLAIM_LANE.all(conn, free))
     if not ids:
         return []
-    conn.execute(
-        update(R)
-        .where(R.c.id.in_(ids))
-        .values(claimed_by=node, claimed_until=until, attempts=R.c.attempts + 1)
-    )
-    # The document's columns, and its package only when it is one part (at most 1 MiB, most
-    # documents): a large one the courier reads a part at a time. Read with the claim, a small
-    # package costs the courier no read of its own (one per route measured 18% off the
-    # delivery rate of 12 KB packages, bench/compare.py).
-    single = and_(PP.c.document == D.c.id, PP.c.seq == 0, D.c.parts == 1)
-    rows = conn.execute(
-        select(
-            R.c.id.label("route_id"),
-            R.c.network.label("target"),
-            R.c.attempts.label("tries"),
-            PP.c.data.label("single_part"),
-            *DOC_COLUMNS,
-        )
-        .join(D, D.c.id == R.c.document)
-        .outerjoin(PP, single)
-        .where(R.c.id.in_(ids))
-        .order_by(R.c.priority.desc(), R.c.fair_rank, R.c.id)
-    ).all()
+    rows = conn.execute(_CLAIMED, {"ids": ids}).all()
     recipients: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
-    for d in conn.execute(select(V.c.route, V.c.recipient, V.c.addressed).where(V.c.route.in_(ids))):
+    for d in conn.execute(_RECIPIENTS, {"ids": ids}):
         recipients[d.route].append((d.recipient, d.addressed))
     return [
         RouteJob(
@@ -101,3 +115,34 @@ def claim_routes(
         )
         for row in rows
     ]
+
+
+def _claim_lane_except(
+    conn: Connection,
+    priority: int,
+    n: int,
+    node: str,
+    now: datetime,
+    until: datetime,
+    exclude: Collection[Network],
+) -> list[int]:
+    candidates = (
+        select(R.c.id)
+        .where(
+            R.c.state == "pending",
+            R.c.priority == priority,
+            or_(R.c.claimed_until.is_(None), R.c.claimed_until < now),
+            R.c.network.not_in([network.value for network in exclude]),
+        )
+        .order_by(R.c.fair_rank, R.c.id)
+        .limit(n)
+        .with_for_update(skip_locked=True)
+    )
+    ids = [row.id for row in conn.execute(candidates)]
+    if ids:
+        conn.execute(
+            update(R)
+            .where(R.c.id.in_(ids))
+            .values(claimed_by=node, claimed_until=until, attempts=R.c.attempts + 1)
+        )
+    return ids

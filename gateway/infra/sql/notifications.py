@@ -15,10 +15,13 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from gateway.domain.vocabulary import Network, Priority
 from gateway.exchange.ports import NotificationJob
+from gateway.infra.sql.prepared import Prepared
 from gateway.infra.sql.rows import D, N, P
 
-# Built once: it runs for every delivery that lands (bench/store_writes.py).
+# Built once: it runs for every delivery that lands (bench/store_writes.py); most routes land in
+# one inbox, asked of the driver directly (``prepared``).
 _WITH_ENDPOINT = select(P.c.agency).where(P.c.agency.in_(bindparam("agencies", expanding=True)))
+_HAS_ENDPOINT = Prepared(select(P.c.agency).where(P.c.agency == bindparam("agency")))
 
 
 def queue_notifications(
@@ -28,7 +31,10 @@ def queue_notifications(
     if not recipients:
         return
     wanted = {r for r, _ in recipients}
-    with_endpoint = {row.agency for row in conn.execute(_WITH_ENDPOINT, {"agencies": sorted(wanted)})}
+    if len(wanted) == 1:
+        with_endpoint = {agency for (agency,) in _HAS_ENDPOINT.all(conn, {"agency": next(iter(wanted))})}
+    else:
+        with_endpoint = {row.agency for row in conn.execute(_WITH_ENDPOINT, {"agencies": sorted(wanted)})}
     if not with_endpoint:
         return
     conn.execute(

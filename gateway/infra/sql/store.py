@@ -42,6 +42,7 @@ from gateway.infra.sql.engine import Database, in_savepoint
 from gateway.infra.sql.fair import claim_routes, fair_rank
 from gateway.infra.sql.notifications import claim_notifications, queue_notifications
 from gateway.infra.sql.notify import notify_work
+from gateway.infra.sql.prepared import Prepared
 from gateway.infra.sql.rows import (
     DOC_COLUMNS,
     PP,
@@ -60,18 +61,21 @@ from gateway.infra.sql.rows import (
     event_record,
 )
 
-# The statements of the hot path (every accepted document runs them), built once: made per call,
-# SQLAlchemy's statement construction and cache keys cost more than SQLite took to run them
+# The statements of the hot path (every accepted document and carried route runs them), built
+# and compiled once and run on the driver's cursor (``prepared``): made per call, SQLAlchemy's
+# statement construction and cache keys cost more than SQLite took to run them
 # (bench/store_writes.py, issue 13). Values come as parameters.
-_BY_KEY = select(D.c.id, D.c.signed_digest).where(
-    D.c.sender == bindparam("sender"), D.c.doc_key == bindparam("doc_key")
+_BY_KEY = Prepared(
+    select(D.c.id, D.c.signed_digest).where(
+        D.c.sender == bindparam("sender"), D.c.doc_key == bindparam("doc_key")
+    )
 )
-_INSERT_DOCUMENT = D.insert()
-_INSERT_ROUTE = R.insert()
-_INSERT_PART = PP.insert()
-_INSERT_DELIVERY = V.insert()
+_INSERT_DOCUMENT = Prepared(D.insert())
+_INSERT_ROUTE = Prepared(R.insert().returning(R.c.id))
+_INSERT_PART = Prepared(PP.insert())
+_INSERT_DELIVERY = Prepared(V.insert())
 _INSERT_ATTACHMENTS = A.insert()
-_ROUTE_DONE = (
+_ROUTE_DONE = Prepared(
     update(R)
     .where(R.c.id == bindparam("b_route"), R.c.state == "pending")
     .values(
@@ -83,7 +87,7 @@ _ROUTE_DONE = (
         claimed_until=None,
     )
 )
-_DELIVERIES_LANDED = (
+_DELIVERIES_LANDED = Prepared(
     update(V)
     .where(V.c.route == bindparam("b_route"), V.c.state == DeliveryState.PENDING.value)
     .values(state=bindparam("b_state"), delivered_at=bindparam("b_at"))
@@ -115,13 +119,14 @@ class SqlStore:
 
     async def accept(self, doc: NewDocument) -> tuple[str, bool]:
         def op(conn: Connection) -> tuple[str, bool]:
-            existing = conn.execute(_BY_KEY, {"sender": doc.sender, "doc_key": doc.doc_key}).first()
+            existing = _BY_KEY.first(conn, {"sender": doc.sender, "doc_key": doc.doc_key})
             if existing is not None:
-                if existing.signed_digest == doc.signed_digest:
-                    return existing.id, False
+                existing_id, existing_digest = existing
+                if existing_digest == doc.signed_digest:
+                    return existing_id, False
                 raise DocumentConflict(
                     f"DocumentId {doc.doc_key} was already sent by {doc.sender} with different content "
-                    f"(as {existing.id}); give the new document its own DocumentId"
+                    f"(as {existing_id}); give the new document its own DocumentId"
                 )
             if conn.dialect.name == "sqlite":
                 # One writer holds the file from BEGIN IMMEDIATE to COMMIT: no one can store the
@@ -149,22 +154,25 @@ class SqlStore:
     async def complete_routes(self, done: Sequence[tuple[RouteJob, Carried]], *, now: datetime) -> None:
         def op(conn: Connection) -> None:
             for job, carried in done:
-                moved = conn.execute(
-                    _ROUTE_DONE, {"b_route": job.route_id, "b_sealed": carried.sealed, "b_at": now}
-                ).rowcount
+                moved = _ROUTE_DONE.execute(
+                    conn, {"b_route": job.route_id, "b_sealed": carried.sealed, "b_at": now}
+                )
                 if not moved:
                     continue  # someone finished it first; delivering again would duplicate
                 state = DeliveryState.FORWARDED if carried.forward_to else DeliveryState.DELIVERED
-                delivered = conn.execute(
-                    _DELIVERIES_LANDED, {"b_route": job.route_id, "b_state": state.value, "b_at": now}
-                ).all()
+                delivered = [
+                    recipient
+                    for (recipient,) in _DELIVERIES_LANDED.all(
+                        conn, {"b_route": job.route_id, "b_state": state.value, "b_at": now}
+                    )
+                ]
                 if state is DeliveryState.DELIVERED:  # a forwarded one is notified by the peer node
-                    landed = [(row.recipient, job.target.value) for row in delivered]
+                    landed = [(recipient, job.target.value) for recipient in delivered]
                     queue_notifications(conn, job.document.id, int(job.document.priority), landed, now=now)
                 events = [*carried.events]
                 events += [
-                    NewEvent(state.value, now, job.document.id, row.recipient, job.target.value)
-                    for row in delivered
+                    NewEvent(state.value, now, job.document.id, recipient, job.target.value)
+                    for recipient in delivered
                 ]
                 if events:
                     append_events(conn, events)
@@ -593,12 +601,13 @@ def _legacy_piece(conn: Connection, doc_id: str, at: int, size: int) -> bytes:
 
 
 def _accept_after_race(conn: Connection, doc: NewDocument, conflict: Exception) -> tuple[str, bool]:
-    row = conn.execute(_BY_KEY, {"sender": doc.sender, "doc_key": doc.doc_key}).first()
+    row = _BY_KEY.first(conn, {"sender": doc.sender, "doc_key": doc.doc_key})
     if row is None:
         raise conflict  # not a duplicate: a real constraint violation, reported as a store error
-    if row.signed_digest != doc.signed_digest:
+    existing_id, existing_digest = row
+    if existing_digest != doc.signed_digest:
         raise DocumentConflict(f"DocumentId {doc.doc_key} was already sent with different content")
-    return row.id, False
+    return existing_id, False
 
 
 def _set_route_aside(
@@ -655,8 +664,8 @@ def _insert_document(conn: Connection, doc: NewDocument) -> None:
     if doc.attachments and doc.classification is not Classification.NONE:
         raise StoreError(CLASSIFIED_ATTACHMENTS.format(id=doc.id))
     size, sha256 = body_size(doc.package), body_sha256(doc.package)
-    conn.execute(
-        _INSERT_DOCUMENT,
+    _INSERT_DOCUMENT.execute(
+        conn,
         {
             "id": doc.id,
             "kind": doc.kind,
@@ -684,14 +693,14 @@ def _insert_document(conn: Connection, doc: NewDocument) -> None:
     # driver copy the whole package at once. A spooled package is read from its file as it goes,
     # and checked against the digest counted as it arrived (``body_pieces`` raises otherwise).
     for seq, piece in enumerate(body_pieces(doc.package)):
-        conn.execute(_INSERT_PART, {"document": doc.id, "seq": seq, "data": piece})
+        _INSERT_PART.execute(conn, {"document": doc.id, "seq": seq, "data": piece})
     if doc.attachments:
         conn.execute(_INSERT_ATTACHMENTS, attachment_rows(doc.id, doc.attachments))
     notify_work(conn)
     rank = fair_rank(conn, doc.sender, int(doc.priority))
     for route in doc.routes:
-        route_id = conn.execute(
-            _INSERT_ROUTE,
+        (route_id,) = _INSERT_ROUTE.all(
+            conn,
             {
                 "document": doc.id,
                 "network": route.network.value,
@@ -700,9 +709,9 @@ def _insert_document(conn: Connection, doc: NewDocument) -> None:
                 "sender": doc.sender,
                 "fair_rank": rank,
             },
-        ).inserted_primary_key[0]  # type: ignore[index]
-        conn.execute(
-            _INSERT_DELIVERY,
+        )[0]
+        _INSERT_DELIVERY.run_many(
+            conn,
             [
                 {
                     "document": doc.id,
