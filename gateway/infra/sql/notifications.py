@@ -11,17 +11,39 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Integer, and_, bindparam, select, update
 
 from gateway.domain.vocabulary import Network, Priority
 from gateway.exchange.ports import NotificationJob
 from gateway.infra.sql.prepared import Prepared
 from gateway.infra.sql.rows import D, N, P
+from gateway.infra.sql.tables import UTCDateTime
 
 # Built once: it runs for every delivery that lands (bench/store_writes.py); most routes land in
 # one inbox, asked of the driver directly (``prepared``).
 _WITH_ENDPOINT = select(P.c.agency).where(P.c.agency.in_(bindparam("agencies", expanding=True)))
 _HAS_ENDPOINT = Prepared(select(P.c.agency).where(P.c.agency == bindparam("agency")))
+# The notifier claims after every batch of deliveries, mostly to find nothing: one statement per
+# urgency, as routes are claimed (``gateway.infra.sql.fair``).
+_DUE = and_(
+    N.c.priority == bindparam("priority"),
+    N.c.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
+)
+_CLAIM_LANE = Prepared(
+    update(N)
+    .where(
+        N.c.id.in_(
+            select(N.c.id)
+            .where(_DUE)
+            .order_by(N.c.id)
+            .limit(bindparam("n", type_=Integer()))
+            .with_for_update(skip_locked=True)
+        )
+    )
+    .values(claimed_by=bindparam("node"), next_attempt_at=bindparam("until"))
+    .returning(N.c.id)
+)
+_LANES = sorted(map(int, Priority), reverse=True)  # most urgent first
 
 
 def queue_notifications(
@@ -59,23 +81,16 @@ def claim_notifications(
     conn: Connection, *, node: str, limit: int, now: datetime, until: datetime, exclude: Collection[str]
 ) -> list[NotificationJob]:
     ids: list[int] = []
-    for priority in sorted(map(int, Priority), reverse=True):
+    for priority in _LANES:
         if len(ids) >= limit:
             break
-        candidates = (
-            select(N.c.id)
-            .where(N.c.priority == priority, N.c.next_attempt_at <= now)
-            .order_by(N.c.id)
-            .limit(limit - len(ids))
-        )
-        if exclude:
-            candidates = candidates.where(N.c.recipient.not_in(sorted(exclude)))
-        if conn.dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
-        ids += [row.id for row in conn.execute(candidates)]
+        if exclude:  # an endpoint is failing: rare, built for the agencies it names
+            ids += _claim_lane_except(conn, priority, limit - len(ids), node, now, until, exclude)
+            continue
+        due = {"priority": priority, "now": now, "n": limit - len(ids), "node": node, "until": until}
+        ids += sorted(notification_id for (notification_id,) in _CLAIM_LANE.all(conn, due))
     if not ids:
         return []
-    conn.execute(update(N).where(N.c.id.in_(ids)).values(claimed_by=node, next_attempt_at=until))
     rows = conn.execute(
         select(N, D.c.kind, D.c.status_code, D.c.response_for, D.c.sender, P.c.url)
         .join(D, D.c.id == N.c.document)
@@ -100,3 +115,25 @@ def claim_notifications(
         )
         for row in rows
     ]
+
+
+def _claim_lane_except(
+    conn: Connection,
+    priority: int,
+    n: int,
+    node: str,
+    now: datetime,
+    until: datetime,
+    exclude: Collection[str],
+) -> list[int]:
+    candidates = (
+        select(N.c.id)
+        .where(N.c.priority == priority, N.c.next_attempt_at <= now, N.c.recipient.not_in(sorted(exclude)))
+        .order_by(N.c.id)
+        .limit(n)
+        .with_for_update(skip_locked=True)
+    )
+    ids = [row.id for row in conn.execute(candidates)]
+    if ids:
+        conn.execute(update(N).where(N.c.id.in_(ids)).values(claimed_by=node, next_attempt_at=until))
+    return ids
