@@ -5,6 +5,7 @@ its ContentId, and the in-flight upload budget. Speed and memory are measured in
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import os
@@ -19,10 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
+from gateway.agency_side.client import AgencyKeys, AsyncAgencyClient
 from gateway.agency_side.packages import decryption_keys, open_delivery, sign_package
+from gateway.domain import transfer as tr
 from gateway.domain.edxml import Attachment, NewEdoc, Organ, build_edoc
 from gateway.domain.vocabulary import Classification, Network
+from gateway.http.api import server_tls_context
+from gateway.infra.files.pki_dir import server_paths
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node
 from tests.conftest import A01, G22, I01, AgencyClient, client_context, set_setting, trust_for, wait_delivered
@@ -331,3 +337,104 @@ async def test_a_client_that_goes_away_mid_upload_leaves_no_spool_file(node: Nod
         while any(config.spool_dir.iterdir()):  # the request ended: its file is removed
             await asyncio.sleep(0.02)
     assert await node.store.pending_routes() == 0  # and nothing was stored
+
+
+async def test_the_client_fetches_a_50_mb_toi_mat_package_through_its_spool_and_leaves_nothing(
+    node: Node, config: Config, agency, tmp_path: Path
+) -> None:
+    scan = os.urandom(36 * MIB)
+    package = large_package(config, scan=scan, level=Classification.TOI_MAT, number=20)
+    status, body = await post(agency(G22), package, "toi-mat")
+    assert status == 202, body
+    await wait_delivered(node, body["id"], timeout=60)
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    keys = AgencyKeys.from_dev_pki(config.certs, A01, config.registry)
+    async with AsyncAgencyClient(f"https://localhost:{node.port}", keys, spool_dir=spool, timeout=300) as a01:
+        delivery = await a01.fetch(body["id"], acknowledge=False)
+        assert list(spool.iterdir()) == []  # the spooled ciphertext went with the fetch
+        assert delivery.signed_by == G22 and delivery.attachments[0].data == scan
+        # Exactly what the sender signed (the node encrypted the signed root, no XML declaration):
+        # the decrypted bytes themselves, not a serialization of them.
+        assert package.endswith(delivery.package) and delivery.package.startswith(b"<edXML ")
+        status, delivered = await agency(A01).call("GET", f"/v1/edocs/{body['id']}")
+        keys_a01 = decryption_keys(config.certs, A01)
+        opened = open_delivery(
+            delivered,
+            trust=trust_for(config),
+            network=Network.PARTY,
+            at=datetime.now(UTC),
+            decryption_keys=keys_a01,
+        )
+        assert opened.package == delivery.package and opened.sealed == delivery.opened.sealed
+
+
+def _altered_cipher_value(node: Node, delivered: bytes) -> bytes:
+    """What a compromised gateway could hand out: one byte of the ciphertext flipped (its text in
+    the middle of the CipherValue, well-formed base64 still), under a perfectly valid seal."""
+    sealed, package = tr.unframe(delivered)
+    transfer, _ = node.adapters[Network.PARTY].open(sealed, sealed_by=Network.PARTY)
+    at = package.rindex(b"</xenc:CipherValue>") - 4000 // 4 * 4
+    group = bytearray(base64.b64decode(package[at : at + 4]))
+    group[0] ^= 0x01
+    altered = package[:at] + base64.b64encode(bytes(group)) + package[at + 4 :]
+    resealed = node.adapters[Network.PARTY].seal(transfer.routing, tr.PackageRef.of(altered, encrypted=True))
+    return b"".join(tr.frame(resealed, altered)[1])
+
+
+async def test_gateway_fetch_of_a_tampered_delivery_writes_no_file_and_reports_it(
+    node: Node, home: Path, config: Config, agency, tmp_path: Path
+) -> None:
+    package = large_package(config, scan=os.urandom(3 * MIB), level=Classification.MAT, number=21)
+    status, body = await post(agency(G22), package, "mat")
+    assert status == 202, body
+    await wait_delivered(node, body["id"], timeout=60)
+    _, delivered = await agency(A01).call("GET", f"/v1/edocs/{body['id']}")
+    tampered = _altered_cipher_value(node, delivered)
+    reports: list[Any] = []
+
+    async def deliver(request: web.Request) -> web.Response:
+        return web.Response(body=tampered, content_type="multipart/mixed")
+
+    async def failure(request: web.Request) -> web.Response:
+        reports.append(await request.json())
+        return web.json_response({}, status=202)
+
+    # A real TLS server with the node's own certificate, handing out the altered delivery.
+    app = web.Application()
+    app.router.add_get("/v1/edocs/{id}", deliver)
+    app.router.add_post("/v1/edocs/{id}/failures", failure)
+    crt, key = server_paths(config.certs)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        "127.0.0.1",
+        0,
+        ssl_context=server_tls_context(str(crt), str(key), str(config.certs / "trust.pem")),
+    )
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        out = tmp_path / "out"
+        out.mkdir()
+        for extra in ((), ("--attachment", "cid:1")):
+            target = out / "cong-van.xml"
+            ran = await gateway(
+                home,
+                "fetch",
+                "--as",
+                A01,
+                body["id"],
+                *extra,
+                "-o",
+                str(target),
+                "--url",
+                f"https://localhost:{port}",
+            )
+            assert ran.returncode == 1 and "altered" in ran.stderr, ran.stderr
+            assert "Traceback" not in ran.stderr
+            assert list(out.iterdir()) == []  # no file, no part of one, no temp file beside it
+    finally:
+        await runner.cleanup()
+    assert [r["stage"] for r in reports] == ["open", "open"]

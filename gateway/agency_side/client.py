@@ -28,9 +28,11 @@ import io
 import json
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+import tempfile
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -40,7 +42,7 @@ import aiohttp
 from lxml import etree
 
 from gateway.agency_side.keys import AgencyKeys
-from gateway.agency_side.packages import arrival_receipt, open_delivery
+from gateway.agency_side.packages import arrival_receipt, open_carried
 from gateway.agency_side.results import (
     Accepted,
     Delivery,
@@ -51,6 +53,7 @@ from gateway.agency_side.results import (
     due_text,
 )
 from gateway.domain.agencies import AgencyCode
+from gateway.domain.body import Body
 from gateway.domain.edxml import (
     Business,
     BusinessDocType,
@@ -69,12 +72,15 @@ from gateway.errors import (
     CheckersBusy,
     ClientError,
     CryptoError,
+    DeliveryError,
     GatewayError,
     GatewayUnreachable,
+    PackageTooLarge,
     RemoteError,
     ServerBusy,
     TooManyRequests,
 )
+from gateway.infra.files.spool import Spool, Upload
 
 __all__ = [
     "Accepted",
@@ -94,6 +100,10 @@ XML = "application/xml; charset=utf-8"
 _ONE_WRITE = 1 << 20
 _CHUNK = 256 * 1024
 PROGRESS_FROM = 4 * 1024 * 1024  # a transfer this large is long enough to be worth a progress bar
+# The largest delivered package read: a 200 MiB package (the highest max_package_bytes a node
+# takes), encrypted and so in base64, with room for its list of recipients.
+MAX_DELIVERED_BYTES = 320 * 1024 * 1024
+_MAX_SEALED = 1 << 20  # a sealed transfer header is a few KB
 Progress = Callable[[str, int, int], None]  # (sending | receiving, bytes so far, bytes in all)
 T = TypeVar("T")
 
@@ -145,6 +155,8 @@ class _Answer:
     status: int
     body: bytes
     headers: Mapping[str, str]  # names in lower case
+    delivered: tuple[bytes, Body] | None = None  # a delivery read into an upload: (sealed, package)
+    unreadable: str = ""  # why a delivery could not be read so (not framed as a delivery is)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -158,11 +170,20 @@ class AsyncAgencyClient:
     agency ``keys.code``. Use it as ``async with``, or call ``close()``."""
 
     def __init__(
-        self, url: str, keys: AgencyKeys, *, timeout: float = 60.0, progress: Progress | None = None
+        self,
+        url: str,
+        keys: AgencyKeys,
+        *,
+        timeout: float = 60.0,
+        progress: Progress | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.keys = keys
         self.progress = progress  # told how a transfer over PROGRESS_FROM bytes goes, if given
+        # Where a large delivery is written as it arrives (a directory of its own, owner-only,
+        # removed after the fetch): the system's temporary directory unless given.
+        self.spool_dir = spool_dir
         self.code = keys.code
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -300,22 +321,28 @@ class AsyncAgencyClient:
 
         A classified document is acknowledged with this agency's own signed 01, unless
         ``acknowledge`` is false (then call ``acknowledge(delivery)`` once it is safely kept)."""
-        answer = await self._request("GET", f"/v1/edocs/{_id(doc_id)}")
-        now = datetime.now(UTC)
-        try:
-            opened = await asyncio.to_thread(
-                open_delivery,
-                answer.body,
-                trust=self.keys.trust,
-                network=self.keys.network,
-                at=now,
-                decryption_keys=self.keys.decryption_keys(),
-            )
-        except GatewayError as exc:
-            report = json.dumps({"stage": "open", "reason": exc.message}).encode()
-            with contextlib.suppress(GatewayError):
-                await self._request("POST", f"/v1/edocs/{_id(doc_id)}/failures", report, "application/json")
-            raise
+        with self._spool() as upload:
+            answer = await self._request("GET", f"/v1/edocs/{_id(doc_id)}", into=upload)
+            try:
+                if answer.delivered is None:
+                    raise CryptoError(f"cannot open the delivery: {answer.unreadable}")
+                sealed, package = answer.delivered
+                opened = await asyncio.to_thread(
+                    open_carried,
+                    sealed,
+                    package,
+                    trust=self.keys.trust,
+                    network=self.keys.network,
+                    at=datetime.now(UTC),
+                    decryption_keys=self.keys.decryption_keys(),
+                )
+            except GatewayError as exc:
+                report = json.dumps({"stage": "open", "reason": exc.message}).encode()
+                with contextlib.suppress(GatewayError):
+                    await self._request(
+                        "POST", f"/v1/edocs/{_id(doc_id)}/failures", report, "application/json"
+                    )
+                raise
         delivery = Delivery(
             id=doc_id,
             package=opened.package,
@@ -378,6 +405,15 @@ class AsyncAgencyClient:
             )
         return self._session
 
+    @contextlib.contextmanager
+    def _spool(self) -> Iterator[Upload]:
+        """The file a delivery is read into: in a directory of its own, gone after the fetch."""
+        with (
+            tempfile.TemporaryDirectory(prefix="gateway-fetch-", dir=self.spool_dir) as directory,
+            Spool(Path(directory)).upload() as upload,
+        ):
+            yield upload
+
     async def _request(
         self,
         method: str,
@@ -385,7 +421,11 @@ class AsyncAgencyClient:
         body: bytes | None = None,
         content_type: str = "",
         headers: Mapping[str, str] | None = None,
+        *,
+        into: Upload | None = None,
     ) -> _Answer:
+        """One request and its answer; with ``into``, a successful answer is a delivery (a sealed
+        header and its package, ``gateway.domain.transfer.framing``) read into that upload."""
         sent = dict(headers or {})
         if content_type:
             sent["Content-Type"] = content_type
@@ -396,7 +436,11 @@ class AsyncAgencyClient:
                 data = _told(body, self.progress)
                 sent["Content-Length"] = str(len(body))
             async with self._open_session().request(method, self.url + path, data=data, headers=sent) as r:
-                answer = _Answer(r.status, await self._read(r), {k.lower(): v for k, v in r.headers.items()})
+                answer_headers = {k.lower(): v for k, v in r.headers.items()}
+                if into is not None and r.status < 400:
+                    answer = await self._read_delivery(r, into, answer_headers)
+                else:
+                    answer = _Answer(r.status, await self._read(r), answer_headers)
         except aiohttp.ClientSSLError as exc:
             raise GatewayUnreachable(f"TLS with the gateway at {self.url} failed: {_reason(exc)}") from exc
         except aiohttp.ClientConnectorError as exc:
@@ -408,6 +452,21 @@ class AsyncAgencyClient:
         if answer.status >= 400:
             raise error_from_answer(answer.status, answer.body, answer.headers.get("retry-after"))
         return answer
+
+    async def _read_delivery(
+        self, response: aiohttp.ClientResponse, upload: Upload, headers: Mapping[str, str]
+    ) -> _Answer:
+        """A delivery read as it arrives: its package spooled (when large) and its SHA-256 counted
+        on the way in, never gathered in memory; the progress told as for any large answer."""
+        total = response.content_length
+        read: Callable[[int], Coroutine[Any, Any, bytes]] = response.content.read
+        if self.progress is not None and total is not None and total >= PROGRESS_FROM:
+            read = _told_read(read, self.progress, total)
+        try:
+            delivered = await upload.take_framed(read, limit=MAX_DELIVERED_BYTES, max_sealed=_MAX_SEALED)
+        except (DeliveryError, PackageTooLarge) as exc:
+            return _Answer(response.status, b"", headers, unreadable=exc.message)
+        return _Answer(response.status, b"", headers, delivered)
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         total = response.content_length
@@ -430,6 +489,23 @@ def _told(body: bytes, progress: Progress) -> AsyncIterator[bytes]:
             progress("sending", min(at + _CHUNK, len(body)), len(body))
 
     return chunks()
+
+
+def _told_read(
+    read: Callable[[int], Coroutine[Any, Any, bytes]], progress: Progress, total: int
+) -> Callable[[int], Coroutine[Any, Any, bytes]]:
+    """``read``, telling ``progress`` how much has come."""
+    done = 0
+
+    async def told(n: int) -> bytes:
+        nonlocal done
+        chunk = await read(n)
+        done += len(chunk)
+        if chunk:
+            progress("receiving", done, total)
+        return chunk
+
+    return told
 
 
 def _reason(exc: BaseException) -> str:
@@ -470,9 +546,15 @@ class AgencyClient:
     (use ``AsyncAgencyClient`` there). Use it as ``with``, or call ``close()``."""
 
     def __init__(
-        self, url: str, keys: AgencyKeys, *, timeout: float = 60.0, progress: Progress | None = None
+        self,
+        url: str,
+        keys: AgencyKeys,
+        *,
+        timeout: float = 60.0,
+        progress: Progress | None = None,
+        spool_dir: Path | None = None,
     ) -> None:
-        self._async = AsyncAgencyClient(url, keys, timeout=timeout, progress=progress)
+        self._async = AsyncAgencyClient(url, keys, timeout=timeout, progress=progress, spool_dir=spool_dir)
         self._runner = asyncio.Runner()
         self.url = self._async.url
         self.keys = keys

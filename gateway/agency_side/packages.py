@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +22,8 @@ from lxml import etree
 from gateway.adapters.ports import Trust
 from gateway.crypto.pki import CertIdentity, PrivateKey, Role
 from gateway.crypto.xmldsig import sign_enveloped, verify_enveloped
-from gateway.crypto.xmlenc import XENC, decrypt_element
+from gateway.crypto.xmlenc import XENC, PieceReader, Skeleton, decrypt_streamed, read_encrypted
+from gateway.domain.body import PART_BYTES, Body, body_bytes, body_pieces, body_range, body_sha256, body_size
 from gateway.domain.edxml import (
     DS,
     Attachment,
@@ -35,7 +36,7 @@ from gateway.domain.edxml import (
     read_package,
     signature_location,
 )
-from gateway.domain.transfer import Transfer, check_carried, package_digest_of, unframe
+from gateway.domain.transfer import Transfer, check_carried_digest, package_digest_of, unframe_view
 from gateway.domain.transfer import read as read_transfer
 from gateway.domain.vocabulary import Network, StatusCode
 from gateway.domain.xmlsafe import parse_xml
@@ -82,16 +83,14 @@ def decryption_keys(certs_dir: Path, code: str) -> list[tuple[PrivateKey, x509.C
     return pairs
 
 
-def _decrypt(
-    encrypted: etree._Element, keys: Sequence[tuple[PrivateKey, x509.Certificate]]
-) -> etree._Element:
+def _decrypt(skeleton: Skeleton, keys: Sequence[tuple[PrivateKey, x509.Certificate]]) -> bytearray:
     if not keys:
         raise CryptoError(
             "the document is classified and encrypted; no decryption key of this agency is available"
         )
     for key, cert in keys:
         try:
-            return decrypt_element(encrypted, private_key=key, certificate=cert)
+            return decrypt_streamed(skeleton, private_key=key, certificate=cert)
         except NotARecipient:
             continue  # wrapped for another of our keys (or not for us at all): try the next
     raise NotARecipient("the document is not encrypted for any encryption key this agency holds")
@@ -123,9 +122,26 @@ def open_delivery(
     ``decryption_keys`` (current first, then retired ones), then verify the sender's signature
     inside; refuse on any doubt, and never hand out partial plaintext."""
     try:
-        sealed, package = unframe(delivery)
+        sealed, package = unframe_view(delivery)
     except DeliveryError as exc:
         raise CryptoError(f"cannot open the delivery: {exc.message}") from None
+    return open_carried(sealed, package, trust=trust, network=network, at=at, decryption_keys=decryption_keys)
+
+
+def open_carried(
+    sealed: bytes,
+    package: Body | memoryview,
+    *,
+    trust: Trust,
+    network: Network,
+    at: datetime,
+    decryption_keys: Sequence[tuple[PrivateKey, x509.Certificate]] = (),
+) -> Opened:
+    """:func:`open_delivery` of a delivery already unframed: its sealed header, and its package in
+    memory or in a spool file (``AgencyClient.fetch`` spools a large one as it arrives, its
+    SHA-256 counted on the way). The package is parsed once: a signed one from its bytes; an
+    encrypted one as its skeleton, its CipherValue decrypted in pieces
+    (``gateway.crypto.xmlenc.decrypt_streamed``), and the plaintext parsed once the tag verified."""
 
     def seal_check(cert: x509.Certificate) -> CertIdentity:
         return trust.adapter(cert, network=network, at=at)
@@ -135,15 +151,26 @@ def open_delivery(
     except SignatureInvalid as exc:
         raise SignatureRejected.from_crypto(exc) from exc
     transfer = read_transfer(verified.signed)
+    size, sha256 = _measured(package)
     try:
-        check_carried(transfer, package)
+        check_carried_digest(transfer, size, sha256)
     except DeliveryError as exc:
         raise CryptoError(f"the delivered package is refused: {exc.message}") from None
-    carried = parse_xml(package, max_bytes=max(len(package), 1))
-    if (carried.tag == f"{{{XENC}}}EncryptedData") is not transfer.package.encrypted:
-        raise CryptoError("the package is not in the form (signed or encrypted) its seal names")
+    wrong_form = "the package is not in the form (signed or encrypted) its seal names"
     if transfer.package.encrypted:
-        package = bytes(etree.tostring(_decrypt(carried, decryption_keys), encoding="UTF-8"))
+        skeleton = read_encrypted(_reader(package, size), size)
+        if skeleton.element.tag != f"{{{XENC}}}EncryptedData":
+            raise CryptoError(wrong_form)
+        plaintext = _decrypt(skeleton, decryption_keys)
+        # These bytes are exactly what the sender signed: encrypt_element serialized the signed
+        # element once and encrypted that; no serializing again (nor parsing twice) here.
+        signed_package = bytes(plaintext)
+        del plaintext
+    else:
+        signed_package = bytes(package) if isinstance(package, memoryview) else body_bytes(package)
+    carried_root = parse_xml(signed_package, max_bytes=max(len(signed_package), 1))
+    if carried_root.tag == f"{{{XENC}}}EncryptedData":  # ciphertext where a signed package belongs
+        raise CryptoError(wrong_form)
 
     def sender_check(cert: x509.Certificate) -> CertIdentity:
         return trust.signer(cert, at=at)
@@ -157,7 +184,6 @@ def open_delivery(
 
     check = sender_check if transfer.routing.kind == "edoc" else adapter_or_sender
     try:
-        carried_root = parse_xml(package, max_bytes=max(len(package), 1))
         inner, signer = verify_enveloped(
             carried_root, location=signature_location(carried_root), check_certificate=check
         )
@@ -175,7 +201,30 @@ def open_delivery(
     if isinstance(content, Edoc) and content.classification is not transfer.routing.classification:
         raise CryptoError("the secrecy level the sender signed differs from the one it was carried under")
     attachments = tuple(attachments_of(inner.signed)) if isinstance(content, Edoc) else ()
-    return Opened(transfer, package, sealed, content, signer, attachments)
+    return Opened(transfer, signed_package, sealed, content, signer, attachments)
+
+
+def _measured(package: Body | memoryview) -> tuple[int, str]:
+    """Size and SHA-256 (hex) of the package: a spooled one's was counted as it arrived."""
+    if isinstance(package, memoryview):
+        return len(package), hashlib.sha256(package).hexdigest()
+    return body_size(package), body_sha256(package)
+
+
+def _reader(package: Body | memoryview, size: int) -> PieceReader:
+    """The package's bytes by range for ``read_encrypted``: read whole once (a spool file then
+    checked against the SHA-256 counted when it was written), then the CipherValue text again."""
+
+    def read(offset: int, length: int) -> Iterator[bytes]:
+        if isinstance(package, memoryview):
+            for start in range(offset, offset + length, PART_BYTES):
+                yield bytes(package[start : min(start + PART_BYTES, offset + length)])
+        elif (offset, length) == (0, size):
+            yield from body_pieces(package)
+        else:
+            yield from body_range(package, offset, length)
+
+    return read
 
 
 def arrival_receipt(certs_dir: Path, code: str, opened: Opened, *, now: datetime) -> bytes:

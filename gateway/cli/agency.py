@@ -197,9 +197,9 @@ def fetch(config: Config, args: argparse.Namespace) -> int:
         if args.attachment is not None:
             _save_attachment(client, delivery, args.attachment, args.output, classified)
         elif args.output:
-            Path(args.output).write_bytes(delivery.package)
-            if classified:
-                os.chmod(args.output, 0o600)  # plaintext of a classified document: owner only
+            # Only now, every check passed: a temp file beside it, fsync, rename (removed on failure),
+            # owner-only from its creation when it is the plaintext of a classified document.
+            write_atomic(Path(args.output), delivery.package, 0o600 if classified else None)
             hops = " → ".join(f"{h.network}:{h.action}" for h in delivery.hops)
             print(
                 f"saved {args.output}: signed by {delivery.signed_by}, seal of the {client.keys.network} "

@@ -15,6 +15,11 @@ Decryption is all or nothing: the GCM tag covers the whole ciphertext, and no by
 plaintext is parsed or returned unless it verifies. Only the algorithms above are
 accepted; CBC modes and RSA PKCS#1 v1.5 are refused by name. Pure: no I/O.
 
+A large EncryptedData (a 50 MB classified package is a 67 MB CipherValue) is decrypted from its
+raw bytes in pieces (:func:`read_encrypted`, :func:`decrypt_streamed`): only its skeleton is
+parsed, and the CipherValue text is decoded and decrypted piece by piece into one buffer, handed
+out only once the tag verifies. Both ways share the shape checks and the key unwrapping.
+
 One module although it is over 400 lines: encryption and decryption are the writer and
 the reader of one wire format and share its identifiers and refusal list; apart, a change
 to the writer would no longer be read next to the reader that must accept it.
@@ -27,19 +32,22 @@ import binascii
 import hashlib
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 from lxml import etree
 
 from gateway.crypto.pki import MIN_RSA_BITS, PrivateKey, fingerprint
+from gateway.domain.edxml.spans import Base64Pieces
 from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import (
     AlgorithmRefused,
@@ -264,18 +272,42 @@ def decrypt_element(
     any plaintext; nothing is parsed unless the GCM tag verifies. Plaintext that authenticates
     but is not acceptable XML raises what ``parse_xml`` raises (``MalformedXml`` and kin).
     """
+    sealed = _value_of(_shape_checked(encrypted), "the EncryptedData")
+    _require_sealed_length(len(sealed))
+    content_key = _content_key(encrypted, private_key, certificate)
+    try:
+        plaintext = AESGCM(content_key).decrypt(sealed[:IV_BYTES], sealed[IV_BYTES:], None)
+    except InvalidTag as exc:
+        raise DecryptionFailed(_TAG_FAILED) from exc
+    return parse_xml(plaintext)
+
+
+_TAG_FAILED = (
+    "the ciphertext or its tag was altered (AES-256-GCM authentication failed; the "
+    "EncryptedKey may also have been copied from another document); nothing was decrypted"
+)
+
+
+def _shape_checked(encrypted: etree._Element) -> etree._Element:
+    """The EncryptedData's own CipherValue, once the element is of the one shape accepted."""
     if encrypted.tag != _x("EncryptedData"):
         raise MalformedEncryptedData(f"expected xenc:EncryptedData in namespace {XENC}")
     if encrypted.get("Type") != TYPE_ELEMENT:
         raise MalformedEncryptedData(f"only Type={TYPE_ELEMENT} is supported, not {encrypted.get('Type')!r}")
     _require_algorithm(encrypted.find("xenc:EncryptionMethod", _NS), AES256_GCM, "content encryption")
-    sealed = _cipher_value(encrypted, "the EncryptedData")
-    if len(sealed) < IV_BYTES + TAG_BYTES:
-        raise MalformedEncryptedData(
-            f"the CipherValue is {len(sealed)} bytes; AES-GCM needs at least {IV_BYTES + TAG_BYTES}"
-        )
-    _require_own_key(private_key, certificate)
+    return _cipher_value_node(encrypted, "the EncryptedData")
 
+
+def _require_sealed_length(size: int) -> None:
+    if size < IV_BYTES + TAG_BYTES:
+        raise MalformedEncryptedData(
+            f"the CipherValue is {size} bytes; AES-GCM needs at least {IV_BYTES + TAG_BYTES}"
+        )
+
+
+def _content_key(encrypted: etree._Element, private_key: PrivateKey, certificate: x509.Certificate) -> bytes:
+    """The content key, unwrapped from the one EncryptedKey for ``certificate``."""
+    _require_own_key(private_key, certificate)
     ek = _encrypted_key_for(encrypted, certificate)
     if isinstance(private_key, rsa.RSAPrivateKey):
         content_key = _unwrap_rsa(ek, private_key, certificate)
@@ -286,15 +318,186 @@ def decrypt_element(
             f"the content key in the EncryptedKey for certificate {_short(certificate)} is "
             f"{len(content_key)} bytes; AES-256-GCM needs {CONTENT_KEY_BYTES}"
         )
+    return content_key
 
+
+# --- streaming decryption -----------------------------------------------------------------------
+
+PieceReader = Callable[[int, int], Iterable[bytes]]
+"""``(offset, length)`` → the EncryptedData's raw bytes in that range, in order, in pieces of any
+size; called once for the whole, then once for the CipherValue text (a file is read twice, never
+held)."""
+
+# A CipherValue text longer than this is left out of the skeleton and streamed. Wrapped content
+# keys are far shorter (684 characters for RSA-4096): only the content can be that long.
+STREAM_FROM = 4096
+_CIPHER_VALUE_TAG = re.compile(rb"<(?:[A-Za-z_][A-Za-z0-9_.\-]*:)?CipherValue[ \t\r\n]*>")
+_TAG_ROOM = 128  # a start tag split between two pieces is searched again with the next piece
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """An EncryptedData read from its raw bytes without its long CipherValue text: the element
+    (that text replaced by ``placeholder``, random for each reading, so no document can forge it)
+    and where the text lies in the raw bytes."""
+
+    element: etree._Element
+    read: PieceReader = field(repr=False)
+    span: tuple[int, int] | None  # (offset, length) of the text left out; None: none was that long
+    placeholder: str = field(repr=False)
+
+
+def read_encrypted(read: PieceReader, size: int) -> Skeleton:
+    """Parse the ``size`` raw bytes of an EncryptedData (from ``read``) with the hardened parser,
+    all but a CipherValue text over ``STREAM_FROM`` bytes, which is only scanned (it must not hold
+    ``&``: no entity or character reference is left out unseen). A second such text is refused.
+    :func:`decrypt_streamed` then holds the element to what :func:`decrypt_element` accepts."""
+    placeholder = f"gw-left-out-{secrets.token_hex(16)}"
+    scan = _Scan(placeholder.encode("ascii"))
+    for piece in read(0, size):
+        scan.feed(bytes(piece))
+    return Skeleton(parse_xml(bytes(scan.out)), read, scan.cut, placeholder)
+
+
+def decrypt_streamed(
+    skeleton: Skeleton, *, private_key: PrivateKey, certificate: x509.Certificate
+) -> bytearray:
+    """:func:`decrypt_element` of an EncryptedData read by :func:`read_encrypted`: the same
+    checks, the same key unwrapping, the same refusals; the CipherValue is base64-decoded and
+    decrypted piece by piece into one buffer, returned (not parsed: the caller parses it once)
+    only after the GCM tag verified. On any failure the buffer is wiped and nothing is returned.
+
+    The left-out text must be exactly the EncryptedData's own CipherData/CipherValue, whole: a
+    comment, CDATA section or element inside it, or a long text anywhere else, is refused."""
+    node = _shape_checked(skeleton.element)
+    who = "the EncryptedData"
+    sealed: Iterable[bytes]
+    if skeleton.span is None:
+        value = _value_of(node, who)
+        _require_sealed_length(len(value))
+        sealed = (value,)
+    elif node.text == skeleton.placeholder and len(node) == 0:
+        sealed = _decoded(skeleton.read(*skeleton.span), who)
+    else:
+        raise MalformedEncryptedData(
+            f"{who} holds a long text that is not its CipherValue alone (a comment, CDATA or "
+            "markup inside it, or a second CipherValue)"
+        )
+    plaintext = bytearray()
+    _open_gcm(_content_key(skeleton.element, private_key, certificate), sealed, plaintext)
+    return plaintext
+
+
+class _Scan:
+    """The raw bytes, fed in pieces, copied to ``out`` but for one long CipherValue text, left out
+    (``cut``: its offset and length in the raw bytes) and replaced by the placeholder."""
+
+    def __init__(self, placeholder: bytes) -> None:
+        self.placeholder = placeholder
+        self.out = bytearray()
+        self.cut: tuple[int, int] | None = None
+        self._searched = 0  # out[:_searched] holds no CipherValue start tag not yet acted on
+        self._raw = 0  # how many raw bytes have been taken
+        self._text_at: int | None = None  # inside a CipherValue text: where it began (raw offset)
+        self._text = bytearray()  # that text while it is short
+        self._left_out = False  # that text is the long one
+
+    def feed(self, data: bytes) -> None:
+        while data:
+            if self._text_at is None:
+                self.out += data
+                self._raw += len(data)
+                match = _CIPHER_VALUE_TAG.search(self.out, self._searched)
+                if match is None:
+                    self._searched = max(self._searched, len(self.out) - _TAG_ROOM)
+                    return
+                data = bytes(self.out[match.end() :])  # what follows the tag is its text
+                del self.out[match.end() :]
+                self._raw -= len(data)
+                self._text_at, self._searched = self._raw, len(self.out)
+                continue
+            end = data.find(b"<")
+            text = data if end < 0 else data[:end]
+            self._raw += len(text)
+            if not self._left_out:
+                self._text += text
+                if len(self._text) > STREAM_FROM:
+                    self._leave_out()
+            elif b"&" in text:
+                raise MalformedEncryptedData(_REFERENCE_IN_TEXT)
+            if end < 0:
+                return
+            if self._left_out:
+                self.out += self.placeholder
+                self.cut = (self._text_at, self._raw - self._text_at)
+            else:
+                self.out += self._text
+            self._text.clear()
+            self._text_at, self._left_out, self._searched = None, False, len(self.out)
+            data = data[end:]
+
+    def _leave_out(self) -> None:
+        if self.cut is not None:
+            raise MalformedEncryptedData(
+                "the EncryptedData holds a second long CipherValue; only its own may be long"
+            )
+        if b"&" in self._text:
+            raise MalformedEncryptedData(_REFERENCE_IN_TEXT)
+        self._left_out = True
+        self._text.clear()
+
+
+_REFERENCE_IN_TEXT = "the CipherValue holds an entity or character reference; only base64 text is accepted"
+
+
+def _decoded(text: Iterable[bytes], who: str) -> Iterable[bytes]:
+    """The bytes of a base64 text given in pieces; anything but strict base64 (XML white space
+    apart) is refused as the one-shot reading refuses it."""
+    decoder = Base64Pieces()
     try:
-        plaintext = AESGCM(content_key).decrypt(sealed[:IV_BYTES], sealed[IV_BYTES:], None)
-    except InvalidTag as exc:
-        raise DecryptionFailed(
-            "the ciphertext or its tag was altered (AES-256-GCM authentication failed; the "
-            "EncryptedKey may also have been copied from another document); nothing was decrypted"
-        ) from exc
-    return parse_xml(plaintext)
+        for piece in text:
+            if out := decoder.feed(bytes(piece)):
+                yield out
+        decoder.finish()
+    except (binascii.Error, ValueError):
+        raise MalformedEncryptedData(f"the CipherValue of {who} is empty or not base64") from None
+
+
+def _open_gcm(content_key: bytes, sealed: Iterable[bytes], plaintext: bytearray) -> None:
+    """IV || ciphertext || tag, given in pieces, decrypted into ``plaintext``; the tag is the last
+    16 bytes, so they are held back from the decryptor until the end. On any failure ``plaintext``
+    is wiped (zeroed, then emptied) before the error goes on."""
+    head = b""
+    held = b""  # the last TAG_BYTES seen: the tag, once the pieces end
+    decryptor = None
+    size = 0
+    try:
+        for piece in sealed:
+            size += len(piece)
+            if decryptor is None:
+                head += piece
+                if len(head) < IV_BYTES:
+                    continue
+                decryptor = Cipher(algorithms.AES(content_key), modes.GCM(head[:IV_BYTES])).decryptor()
+                piece, head = head[IV_BYTES:], b""
+            data = held + piece
+            plaintext += decryptor.update(data[:-TAG_BYTES])
+            held = data[-TAG_BYTES:]
+        _require_sealed_length(size)
+        assert decryptor is not None  # 12 bytes or more came, by the length just checked
+        try:
+            plaintext += decryptor.finalize_with_tag(held)
+        except InvalidTag as exc:
+            raise DecryptionFailed(_TAG_FAILED) from exc
+    except BaseException:
+        _wipe(plaintext)
+        raise
+
+
+def _wipe(buffer: bytearray) -> None:
+    # Unauthenticated plaintext must not outlive the refusal, even in memory freed but not reused.
+    buffer[:] = bytes(len(buffer))
+    buffer.clear()
 
 
 def content_digest(encrypted: etree._Element) -> str:
@@ -414,14 +617,22 @@ def _require_algorithm(node: etree._Element | None, expected: str, what: str) ->
     raise AlgorithmRefused(f"{what} algorithm {uri or '(none)'} is not supported; use {expected}")
 
 
-def _cipher_value(parent: etree._Element, who: str) -> bytes:
+def _cipher_value_node(parent: etree._Element, who: str) -> etree._Element:
     if parent.find("xenc:CipherData/xenc:CipherReference", _NS) is not None:
         # A reference would make us fetch bytes from elsewhere; everything must be inline.
         raise MalformedEncryptedData(f"{who} uses a CipherReference; only an inline CipherValue is accepted")
     values = parent.findall("xenc:CipherData/xenc:CipherValue", _NS)
     if len(values) != 1:
         raise MalformedEncryptedData(f"{who} must have exactly one xenc:CipherData/xenc:CipherValue")
-    value = _b64decode_or_none(values[0].text)
+    return values[0]
+
+
+def _cipher_value(parent: etree._Element, who: str) -> bytes:
+    return _value_of(_cipher_value_node(parent, who), who)
+
+
+def _value_of(node: etree._Element, who: str) -> bytes:
+    value = _b64decode_or_none(node.text)
     if not value:
         raise MalformedEncryptedData(f"the CipherValue of {who} is empty or not base64")
     return value

@@ -139,4 +139,34 @@ def _opened_records(body: Spooled) -> Iterator[bytes]:
 
 def body_bytes(body: Body) -> bytes:
     """The whole body in memory: for small bodies, and for the stores and tools that keep it so."""
-    return body if isinstance(body, bytes) else b"".join(body_pieces(body))
+    if isinstance(body, bytes):
+        return body
+    if body.key is not None:
+        return b"".join(body_pieces(body))
+    # One read into one bytes object: joining pieces would hold the body twice for a moment.
+    with open(body.path, "rb") as file:
+        data = file.read(body.size + 1)
+    if len(data) != body.size or hashlib.sha256(data).hexdigest() != body.sha256:
+        raise StoreError(_CHANGED)
+    return data
+
+
+def body_range(body: Body, offset: int, length: int, size: int = PART_BYTES) -> Iterator[bytes]:
+    """``length`` bytes of the body from ``offset``, ``size`` at a time: a part of a body already
+    read whole (and so checked) once, such as the CipherValue text of an EncryptedData. A spool
+    file without a key only: a sealed one is read whole, through :func:`body_pieces`."""
+    if isinstance(body, bytes):
+        for at in range(offset, offset + length, size):
+            yield body[at : min(at + size, offset + length)]
+        return
+    if body.key is not None:
+        raise StoreError("a sealed spool file is read whole, not by range")
+    with open(body.path, "rb") as file:
+        file.seek(offset)
+        left = length
+        while left > 0:
+            piece = file.read(min(size, left))
+            if not piece:
+                raise StoreError(_CHANGED)
+            left -= len(piece)
+            yield piece

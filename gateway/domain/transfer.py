@@ -102,10 +102,14 @@ class Transfer:
 def check_carried(transfer: Transfer, data: Body) -> None:
     """Refuse bytes that are not the package the seal names (a flipped byte, a swapped package);
     a spooled body by the digest counted as it arrived."""
-    size = body_size(data)
+    check_carried_digest(transfer, body_size(data), body_sha256(data))
+
+
+def check_carried_digest(transfer: Transfer, size: int, sha256: str) -> None:
+    """:func:`check_carried` of bytes known by their size and SHA-256 (hex) only."""
     if size != transfer.package.size:
         raise DeliveryError(f"the carried package is {size} bytes; the seal names {transfer.package.size}")
-    digest = base64.b64encode(bytes.fromhex(body_sha256(data))).decode("ascii")
+    digest = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
     if digest != transfer.package.digest:
         raise DeliveryError("the carried package is not the one the seal names (its SHA-256 differs)")
 
@@ -318,6 +322,13 @@ def split_head(body: bytes, *, max_sealed: int) -> tuple[bytes, int, bytes, int]
 def unframe(body: bytes) -> tuple[bytes, bytes]:
     """The (sealed header, package) of a body :func:`frame` made; raises ``DeliveryError`` for
     anything else. Reads lengths, never searches the package."""
+    sealed, package = unframe_view(body)
+    return sealed, bytes(package)
+
+
+def unframe_view(body: bytes) -> tuple[bytes, memoryview]:
+    """:func:`unframe`, the package a view into ``body`` rather than a copy of it (a 50 MB
+    delivery is not held twice to be opened)."""
     start = _BOUNDARY.match(body)
     if start is None:
         raise DeliveryError("not a gateway delivery: expected a multipart/mixed body of a sealed transfer")
@@ -332,8 +343,9 @@ def unframe(body: bytes) -> tuple[bytes, bytes]:
         closing = b"\r\n--" + boundary + (b"\r\n" if index == 0 else b"--\r\n")
         if not body.startswith(closing, end):
             raise DeliveryError(f"part {index + 1} of the delivery is not as long as it says")
-        parts.append(body[head.end() : end])
+        parts.append((head.end(), end))
         at = end + len(closing)
     if at != len(body):
         raise DeliveryError("the delivery has bytes after its last part")
-    return parts[0], parts[1]
+    (sealed_at, sealed_end), (package_at, package_end) = parts
+    return body[sealed_at:sealed_end], memoryview(body)[package_at:package_end]

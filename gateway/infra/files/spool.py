@@ -16,11 +16,12 @@ import hashlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 from gateway.domain.body import PART_BYTES, Body, RecordSealer, Spooled
-from gateway.errors import PackageTooLarge
+from gateway.domain.transfer import split_head
+from gateway.errors import DeliveryError, PackageTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,48 @@ class Upload:
         if fd is None:
             return b"".join(held)
         return Spooled(str(self.path), size, digest.hexdigest(), sealer.key if sealer else None)
+
+    async def take_framed(
+        self, read: Callable[[int], Awaitable[bytes]], *, limit: int, max_sealed: int
+    ) -> tuple[bytes, Body]:
+        """A sealed header and its package as one body (``gateway.domain.transfer.framing``), read
+        with ``read(n)`` (up to ``n`` bytes; empty at the end) as it arrives: the header into
+        memory, the package into this upload (spooled when large, its SHA-256 counted on the way
+        in, so that checking it against the seal needs no second pass), then exactly the closing
+        boundary. A package over ``limit`` bytes is refused before any of it is taken. Never
+        classified plaintext (a sender's unclassified package, or ciphertext): not sealed."""
+        buffer = b""
+        while (head := split_head(buffer, max_sealed=max_sealed)) is None:
+            chunk = await read(64 * 1024)
+            if not chunk:
+                raise DeliveryError("the delivery ended before its package")
+            buffer += chunk
+        sealed, size, tail, at = head
+        if size > limit:
+            raise PackageTooLarge(f"the delivered package is {size} bytes; the limit is {limit}")
+        rest = buffer[at:]
+        del buffer
+
+        async def package_bytes() -> AsyncIterator[bytes]:
+            nonlocal rest
+            remaining = size
+            if rest:
+                first, rest = rest[:remaining], rest[remaining:]
+                remaining -= len(first)
+                yield first
+            while remaining > 0:
+                chunk = await read(min(remaining, PART_BYTES))
+                if not chunk:
+                    raise DeliveryError("part 2 of the delivery is not as long as it says")
+                remaining -= len(chunk)
+                yield chunk
+
+        package = await self.take(package_bytes(), limit=size, expected=size, sealed=False)
+        while len(rest) <= len(tail) and (chunk := await read(len(tail) + 1 - len(rest))):
+            rest += chunk
+        if rest != tail:
+            raise DeliveryError("part 2 of the delivery is not as long as it says, or bytes follow it")
+        return sealed, package
 
     def remove(self) -> None:
         """Remove the body's file and those made from it (only a spooled body has any)."""
