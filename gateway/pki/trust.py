@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
 
 from gateway.crypto.pki import CertIdentity, Role, TrustAnchors
 from gateway.domain.agencies import Registry
@@ -65,14 +65,18 @@ class RegistryTrust:
         if self._inventory is not None:
             self._inventory.reload()
 
-    def _identity(self, cert: x509.Certificate, role: Role, at: datetime) -> CertIdentity:
-        key = (cert.fingerprint(hashes.SHA256()), role)
+    def _identity(self, cert: x509.Certificate | bytes, role: Role, at: datetime) -> CertIdentity:
+        # Verdicts are kept by the certificate's DER: a TLS client's, given as DER on every
+        # request, is then neither parsed nor hashed again once judged.
+        der = cert if isinstance(cert, bytes) else cert.public_bytes(serialization.Encoding.DER)
+        key = (der, role)
         with self._lock:
             known = self._verdicts.get(key)
         if known is not None and known.not_before <= at <= known.not_after:
             identity = known
         else:
-            identity = self._anchors.verify(cert, role=role, at=at)
+            certificate = x509.load_der_x509_certificate(der) if isinstance(cert, bytes) else cert
+            identity = self._anchors.verify(certificate, role=role, at=at)
             with self._lock:
                 self._verdicts[key] = identity
         # After the cache, on every call: a cached verdict must not outlive a revocation.
@@ -110,8 +114,7 @@ class RegistryTrust:
 
     def client(self, cert_der: bytes, *, at: datetime) -> CertIdentity:
         try:
-            cert = x509.load_der_x509_certificate(cert_der)
-            identity = self._identity(cert, Role.TLS, at)
+            identity = self._identity(cert_der, Role.TLS, at)
         except (ValueError, CertificateRejected) as exc:
             raise Unauthenticated(f"client certificate refused: {exc}") from exc
         agency = self._registry.get(identity.code)

@@ -7,11 +7,13 @@ for documents stored before 0007) holds what the sender signed, encrypted when c
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Column, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from gateway.audit.log import utc_text
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -25,12 +27,12 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store; use timezone-aware UTC")
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return utc_text(value)
 
     def process_result_value(self, value: str | None, dialect: object) -> datetime | None:
         if value is None:
             return None
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value)  # reads the trailing Z as UTC (Python 3.11)
 
 
 def _ts(nullable: bool = False) -> object:
