@@ -173,62 +173,79 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _text(node: etree._Element, path: str) -> str:
-    found = node.find(path, _NS)
+def _first_children(node: etree._Element) -> dict[str, etree._Element]:
+    """``node``'s child elements by local name (gw namespace only), the first of each name: what
+    ``find`` would give, in one pass (each ``find`` with a namespace map compiles its path again;
+    twenty of them were most of reading a transfer)."""
+    children: dict[str, etree._Element] = {}
+    prefix = f"{{{GW}}}"
+    for child in node.iterchildren(tag=etree.Element):
+        tag = child.tag
+        if isinstance(tag, str) and tag.startswith(prefix):
+            children.setdefault(tag[len(prefix) :], child)
+    return children
+
+
+def _text(children: dict[str, etree._Element], name: str) -> str:
+    found = children.get(name)
     if found is None or found.text is None:
-        raise DeliveryError(f"sealed transfer lacks {path}")
+        raise DeliveryError(f"sealed transfer lacks gw:{name}")
     return found.text
 
 
 def read(signed: etree._Element) -> Transfer:
     """Read a transfer from the tree its seal's verifier returned."""
-    routing_node = signed.find("gw:Routing", _NS)
-    carried = signed.find("gw:Package", _NS)
-    if routing_node is None or carried is None:
+    top = _first_children(signed)
+    routing_node, carried_node = top.get("Routing"), top.get("Package")
+    if routing_node is None or carried_node is None:
         raise DeliveryError("sealed transfer lacks its routing or its package")
+    carried = _first_children(carried_node)
     try:
         package = PackageRef(
-            digest=_text(carried, "gw:Digest"),
-            size=int(_text(carried, "gw:Size")),
-            encrypted=_text(carried, "gw:Form") == "encrypted",
+            digest=_text(carried, "Digest"),
+            size=int(_text(carried, "Size")),
+            encrypted=_text(carried, "Form") == "encrypted",
         )
     except ValueError as exc:
         raise DeliveryError("the sealed transfer names its package with an unreadable size") from exc
+    fields = _first_children(routing_node)
 
     def optional(tag: str) -> str | None:
-        found = routing_node.find(f"gw:{tag}", _NS)
+        found = fields.get(tag)
         return found.text if found is not None else None
 
     due = optional("DueAt")
     business = optional("BusinessDocType")
+    recipient_tag = f"{{{GW}}}Recipient"
     routing = Routing(
-        transfer_id=_text(routing_node, "gw:TransferId"),
-        kind=_text(routing_node, "gw:Kind"),
-        sender=_text(routing_node, "gw:From"),
-        source=Network(_text(routing_node, "gw:SourceNetwork")),
-        target=Network(_text(routing_node, "gw:TargetNetwork")),
+        transfer_id=_text(fields, "TransferId"),
+        kind=_text(fields, "Kind"),
+        sender=_text(fields, "From"),
+        source=Network(_text(fields, "SourceNetwork")),
+        target=Network(_text(fields, "TargetNetwork")),
         recipients=tuple(
             RecipientRef(code=(r.text or ""), addressed=r.get("addressedTo") or (r.text or ""))
-            for r in routing_node.iterfind("gw:Recipient", _NS)
+            for r in routing_node.iterchildren(recipient_tag)
         ),
-        classification=Classification.from_slug(_text(routing_node, "gw:Classification")),
-        priority=Priority(int(_text(routing_node, "gw:Priority"))),
-        package_digest=_text(routing_node, "gw:PackageDigest"),
+        classification=Classification.from_slug(_text(fields, "Classification")),
+        priority=Priority(int(_text(fields, "Priority"))),
+        package_digest=_text(fields, "PackageDigest"),
         response_for=optional("ResponseFor"),
         document_id=optional("DocumentId"),
         status_code=optional("StatusCode"),
-        due_at=datetime.fromisoformat(due.replace("Z", "+00:00")) if due else None,
+        due_at=datetime.fromisoformat(due) if due else None,
         business_doc_type=int(business) if business is not None and business.isdigit() else None,
     )
+    hops_node = top.get("Hops")
     hops = tuple(
         Hop(
             network=Network(h.get("network", "")),
             adapter=h.get("adapter", ""),
             action=h.get("action", ""),
-            at=datetime.fromisoformat(h.get("at", "").replace("Z", "+00:00")),
+            at=datetime.fromisoformat(h.get("at", "")),
             previous_seal=h.get("previousSeal"),
         )
-        for h in signed.iterfind("gw:Hops/gw:Hop", _NS)
+        for h in (hops_node.iterchildren(f"{{{GW}}}Hop") if hops_node is not None else ())
     )
     return Transfer(routing=routing, hops=hops, package=package)
 
