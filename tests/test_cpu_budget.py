@@ -24,9 +24,10 @@ from lxml import etree
 
 from gateway.agency_side.packages import sign_package
 from gateway.domain.edxml import NewEdoc, Organ, build_edoc, q
+from gateway.domain.vocabulary import Priority
 from gateway.domain.xmlsafe import DEFAULT_LIMITS
 from gateway.errors import CheckersBusy, PackageTooExpensive
-from gateway.exchange.checking import check_package
+from gateway.exchange.checking import Checked, check_package
 from gateway.runtime.checkers import CheckerPool, _Answers
 from gateway.runtime.config import Config, load_config
 from gateway.runtime.node import Node
@@ -209,3 +210,25 @@ def test_a_checkers_answer_builds_values_only(config: Config) -> None:
     assert isinstance(_Answers(io.BytesIO(refused)).load()[1], PackageTooExpensive)
     with pytest.raises(pickle.UnpicklingError, match=r"os\.getenv"):
         _Answers(io.BytesIO(pickle.dumps(("ok", _Exploit(), 0.01, False)))).load()
+
+
+class _ByGetattr:
+    """An enum member as Python 3.11.2 pickles it: ``getattr(cls, name)``."""
+
+    def __init__(self, cls: object, name: object) -> None:
+        self.cls, self.name = cls, name
+
+    def __reduce__(self) -> tuple[object, tuple[object, object]]:
+        return (getattr, (self.cls, self.name))
+
+
+def test_an_enum_member_pickled_by_getattr_comes_through_and_nothing_else_does() -> None:
+    def load(value: object) -> object:
+        return _Answers(io.BytesIO(pickle.dumps(("ok", value, 0.01, False), protocol=5))).load()[1]
+
+    assert load(_ByGetattr(Priority, Priority.HOA_TOC.name)) is Priority.HOA_TOC
+    for cls, name in [(Priority, "_missing_"), (Priority, "__class__"), (Priority, "NO_SUCH"), (Priority, 1)]:
+        with pytest.raises(pickle.UnpicklingError, match="not a gateway enum member"):
+            load(_ByGetattr(cls, name))
+    with pytest.raises(pickle.UnpicklingError, match="not a gateway enum member"):
+        load(_ByGetattr(Checked, "__init__"))  # a gateway class, but not an enum
