@@ -227,7 +227,12 @@ async def test_peer_killed_mid_burst_delivers_everything_exactly_once(federation
                 fed.kill(Network.PARTY)
                 killed = True
     assert killed, "the party node was never killed mid-burst"
-    await asyncio.sleep(1.5)  # the government node keeps the rest, backing off
+
+    async def backing_off() -> bool:  # the government node keeps the rest and retries the dead peer
+        with sqlite3.connect(fed.home / "government.db", timeout=10) as conn:
+            return bool(conn.execute("select count(*) from events where kind = 'retry'").fetchone()[0])
+
+    await _until(backing_off, "the government node never retried the killed party node")
     fed.start(Network.PARTY)
     await fed.healthy(Network.PARTY)
     for doc_id in ids:

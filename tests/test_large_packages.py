@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from gateway.agency_side.client import AgencyKeys, AsyncAgencyClient
@@ -55,6 +56,14 @@ def large_package(
         ),
     )
     return sign_package(config.certs, G22, build_edoc(doc, now=datetime.now(UTC)))
+
+
+@pytest.fixture(scope="module")
+def toi_mat_50_mb(template_home: Path) -> tuple[bytes, bytes]:
+    """A 50 MB Tối mật package and its scan, built and signed once for the two round trips that
+    send it (each to its own node): every home is a copy of the session's, so G22's key is the same."""
+    scan = os.urandom(36 * MIB)
+    return scan, large_package(load_config(template_home), scan=scan, level=Classification.TOI_MAT, number=2)
 
 
 async def post(client: AgencyClient, package: bytes, level: str | None = None) -> tuple[int, Any]:
@@ -106,10 +115,9 @@ async def test_a_50_mb_package_round_trip_plain_with_one_attachment_by_content_i
 
 
 async def test_a_50_mb_toi_mat_package_round_trip_decrypted_only_by_its_recipient(
-    node: Node, config: Config, agency
+    node: Node, config: Config, agency, toi_mat_50_mb: tuple[bytes, bytes]
 ) -> None:
-    scan = os.urandom(36 * MIB)
-    package = large_package(config, scan=scan, level=Classification.TOI_MAT, number=2)
+    scan, package = toi_mat_50_mb
     status, body = await post(agency(G22), package, "toi-mat")
     assert status == 202, body
     await wait_delivered(node, body["id"], timeout=60)
@@ -340,10 +348,9 @@ async def test_a_client_that_goes_away_mid_upload_leaves_no_spool_file(node: Nod
 
 
 async def test_the_client_fetches_a_50_mb_toi_mat_package_through_its_spool_and_leaves_nothing(
-    node: Node, config: Config, agency, tmp_path: Path
+    node: Node, config: Config, agency, tmp_path: Path, toi_mat_50_mb: tuple[bytes, bytes]
 ) -> None:
-    scan = os.urandom(36 * MIB)
-    package = large_package(config, scan=scan, level=Classification.TOI_MAT, number=20)
+    scan, package = toi_mat_50_mb
     status, body = await post(agency(G22), package, "toi-mat")
     assert status == 202, body
     await wait_delivered(node, body["id"], timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from gateway.runtime.config import Config
-from tests.conftest import A01, G22, I01, set_setting
-from tests.processes import free_port
+from tests.api_contract import contract_session
+from tests.conftest import A01, G22, I01, client_context, set_setting
+from tests.processes import free_port, wait_healthy
 from tests.test_restart import start_server
 
 pytestmark = pytest.mark.slow
@@ -32,6 +34,11 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+async def until_healthy(config: Config, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    async with contract_session(client_context(config, G22)) as session:
+        await wait_healthy(session, f"https://localhost:{port}", proc, log)
+
+
 def test_no_classified_plaintext_at_rest_or_in_logs(config: Config, home: Path, tmp_path: Path) -> None:
     port = free_port()
     set_setting(home, "port", str(port))
@@ -40,9 +47,8 @@ def test_no_classified_plaintext_at_rest_or_in_logs(config: Config, home: Path, 
     attachment.write_bytes(ATTACHMENT)
     proc = start_server(home, port)
     try:
-        for _ in range(100):
-            if cli(home, "inbox", "--as", A01).returncode == 0:
-                break
+        # Polled over HTTPS: a `gateway inbox` per try costs a second of CLI start-up each.
+        asyncio.run(until_healthy(config, port, proc, home / "serve.log"))
         sent = cli(
             home, "send", "--as", G22, "--to", A01, "--to", I01, "--subject", SUBJECT, "--content", CONTENT,
             "--classification", "tuyet-mat", "--attach", str(attachment), "--json",
