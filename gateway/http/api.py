@@ -13,7 +13,7 @@ import logging
 import re
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,7 +24,7 @@ from gateway.adapters.ports import Trust
 from gateway.domain.agencies import Registry
 from gateway.domain.body import PART_BYTES, Body
 from gateway.domain.clock import Clock
-from gateway.domain.transfer import framing, split_head
+from gateway.domain.transfer import framing
 from gateway.domain.vocabulary import Classification, Network
 from gateway.errors import (
     BadRequest,
@@ -460,44 +460,12 @@ _MAX_SEALED = 1 << 20  # a sealed transfer header is a few KB; its part is refus
 async def _framed_transfer(request: web.Request, upload: Upload, limit: int) -> tuple[bytes, Body]:
     """A peer's multipart body (``gateway.domain.transfer.framing``) read as it arrives: the
     sealed header into memory, the package into the upload (spooled when large, its digest
-    counted as it comes), then exactly the closing boundary. Past ``limit``: refused."""
+    counted as it comes; never classified plaintext, so not sealed: the node can parse an
+    unclassified one from the file for its subject), then exactly the closing boundary. Past
+    ``limit``: refused. The same reading as the agency side's fetch (``Upload.take_framed``)."""
     if request.content_length is not None and request.content_length > limit:
         raise PackageTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
-    stream = request.content
-    buffer = b""
-    while (head := split_head(buffer, max_sealed=_MAX_SEALED)) is None:
-        chunk = await stream.read(64 * 1024)
-        if not chunk:
-            raise DeliveryError("the delivery ended before its package")
-        buffer += chunk
-    sealed, size, tail, at = head
-    if size > limit:
-        raise PackageTooLarge(f"the transfer's package is {size} bytes; the limit is {limit}")
-    rest = buffer[at:]
-    del buffer
-
-    async def package_bytes() -> AsyncIterator[bytes]:
-        nonlocal rest
-        remaining = size
-        if rest:
-            first, rest = rest[:remaining], rest[remaining:]
-            remaining -= len(first)
-            yield first
-        while remaining > 0:
-            chunk = await stream.read(min(remaining, PART_BYTES))
-            if not chunk:
-                raise DeliveryError("part 2 of the delivery is not as long as it says")
-            remaining -= len(chunk)
-            yield chunk
-
-    # Never classified plaintext (the sender's unclassified package, or ciphertext): not sealed,
-    # so the node can parse an unclassified one from the file for its subject.
-    package = await upload.take(package_bytes(), limit=size, expected=size, sealed=False)
-    while len(rest) <= len(tail) and (chunk := await stream.read(len(tail) + 1 - len(rest))):
-        rest += chunk
-    if rest != tail:
-        raise DeliveryError("part 2 of the delivery is not as long as it says, or bytes follow it")
-    return sealed, package
+    return await upload.take_framed(request.content.read, limit=limit, max_sealed=_MAX_SEALED)
 
 
 def _one_header(request: web.Request, name: str) -> str | None:
