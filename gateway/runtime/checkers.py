@@ -97,10 +97,11 @@ def _write_buffers(stream: BinaryIO, buffers: list[pickle.PickleBuffer]) -> None
     stream.flush()
 
 
-def _write_frame(stream: BinaryIO, data: bytes) -> None:
+def _write_frame(stream: BinaryIO, data: bytes, *, flush: bool = True) -> None:
     stream.write(_FRAME.pack(len(data)))
     stream.write(data)
-    stream.flush()
+    if flush:
+        stream.flush()
 
 
 def _run(op: str, args: tuple[Any, ...]) -> Checked | Body:
@@ -190,7 +191,8 @@ def serve(requests: BinaryIO, answers: BinaryIO, *, memory_bytes: int | None = N
             answer = ("ok", pickle.PickleBuffer(answer[1]))
         out_of_band: list[pickle.PickleBuffer] = []
         pickled = pickle.dumps((*answer, cpu, retire), protocol=5, buffer_callback=out_of_band.append)
-        _write_frame(answers, pickled)
+        # One flush for the answer and its buffers: the node reads it when it is whole.
+        _write_frame(answers, pickled, flush=False)
         _write_buffers(answers, out_of_band)
         if retire:
             return
@@ -318,11 +320,19 @@ class _Checker:
         done = False
         try:
             async with asyncio.timeout(budget * WALL_FACTOR + 1.0):
-                proc.stdin.write(_FRAME.pack(len(request)))
-                proc.stdin.write(request)
-                proc.stdin.write(_FRAME.pack(len(buffers)))
-                for buffer in buffers:
-                    view = buffer.raw()
+                # The frames and a small package in one write: each write to the pipe is a system
+                # call (five per job were 7% of the node's main-process samples on 12 KB documents).
+                head: list[bytes | memoryview] = [
+                    _FRAME.pack(len(request)),
+                    request,
+                    _FRAME.pack(len(buffers)),
+                ]
+                views = [buffer.raw() for buffer in buffers]
+                while views and len(views[0]) <= _PIPE_SLICE:
+                    view = views.pop(0)
+                    head += [_FRAME.pack(len(view)), view]
+                proc.stdin.write(b"".join(head))
+                for view in views:
                     proc.stdin.write(_FRAME.pack(len(view)))
                     for at in range(0, len(view), _PIPE_SLICE):
                         proc.stdin.write(view[at : at + _PIPE_SLICE])
