@@ -84,6 +84,16 @@ class Pki:
     ca_key: PrivateKey
     ca_cert: x509.Certificate
 
+    @staticmethod
+    def fresh() -> Pki:
+        """A dev root and a government intermediate CA, made now."""
+        now = datetime.now(UTC)
+        root_key = generate_key(KeyType.P256)
+        root = issuing.make_root_ca(root_key, "Dev Root CA", now, 365)
+        ca_key = generate_key(KeyType.P256)
+        ca = issuing.make_intermediate_ca(ca_key, Network.GOVERNMENT, root, root_key, now, 180)
+        return Pki(ca_key, ca)
+
     def leaf(self, kind: KeyType, code: str, role: Role = Role.ENCRYPT) -> Agency:
         key = generate_key(kind)
         cert = issuing.make_leaf(
@@ -102,12 +112,7 @@ class Pki:
 
 @pytest.fixture(scope="module")
 def dev_pki() -> Pki:
-    now = datetime.now(UTC)
-    root_key = generate_key(KeyType.P256)
-    root = issuing.make_root_ca(root_key, "Dev Root CA", now, 365)
-    ca_key = generate_key(KeyType.P256)
-    ca = issuing.make_intermediate_ca(ca_key, Network.GOVERNMENT, root, root_key, now, 180)
-    return Pki(ca_key, ca)
+    return Pki.fresh()
 
 
 @pytest.fixture(scope="module")

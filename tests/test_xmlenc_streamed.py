@@ -8,15 +8,12 @@ import base64
 import os
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from lxml import etree
 
 import gateway.crypto.xmlenc as xmlenc
-from gateway.crypto import issuing
-from gateway.crypto.issuing import generate_key
 from gateway.crypto.pki import KeyType
 from gateway.crypto.xmlenc import (
     AES256_GCM,
@@ -29,7 +26,6 @@ from gateway.crypto.xmlenc import (
     encrypt_element,
     read_encrypted,
 )
-from gateway.domain.vocabulary import Network
 from gateway.domain.xmlsafe import parse_xml
 from gateway.errors import AlgorithmRefused, DecryptionFailed, MalformedEncryptedData
 from tests.test_xmlenc import Agency, Pki
@@ -40,12 +36,7 @@ SECRET = "Tuyệt mật"
 
 @pytest.fixture(scope="module")
 def dev_pki() -> Pki:
-    now = datetime.now(UTC)
-    root_key = generate_key(KeyType.P256)
-    root = issuing.make_root_ca(root_key, "Dev Root CA", now, 365)
-    ca_key = generate_key(KeyType.P256)
-    ca = issuing.make_intermediate_ca(ca_key, Network.GOVERNMENT, root, root_key, now, 180)
-    return Pki(ca_key, ca)
+    return Pki.fresh()
 
 
 @pytest.fixture(scope="module")
