@@ -6,10 +6,23 @@ most urgent lane first and, within a lane, the lowest rank, then the oldest (``c
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Integer, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from gateway.domain.vocabulary import Network, Priority
 from gateway.exchange.ports import RouteJob
@@ -19,33 +32,41 @@ from gateway.infra.sql.tables import UTCDateTime
 
 # Built once: a statement made per call cost more in SQLAlchemy's construction and cache-key work
 # than SQLite took to run it (bench/store_writes.py, issue 13). One query for both ends of the lane.
-_LANE = and_(R.c.state == "pending", R.c.priority == bindparam("priority"))
+_LANE = and_(R.c.state == "pending", R.c.priority == bindparam("lane"))
 _LANE_ENDS = Prepared(
     select(
         select(func.min(R.c.fair_rank)).where(_LANE).scalar_subquery(),
         select(func.max(R.c.fair_rank)).where(_LANE, R.c.sender == bindparam("sender")).scalar_subquery(),
     )
 )
-# One lane's claim in one statement: the first `n` free routes of the lane in carrying order,
-# taken for `node` until `until` (SKIP LOCKED on PostgreSQL, so replicas never take the same
-# route; SQLite has one writer and renders no FOR UPDATE).
+
+
+def claim_lane(table: Table, free: ColumnElement[bool], order: Sequence[Any], **claim: Any) -> Update:
+    """One lane's claim in one statement: the first ``:n`` rows of ``table`` that are ``free``, in
+    ``order``, changed as ``claim`` says, their ids returned. SKIP LOCKED on PostgreSQL, so replicas
+    never take the same row; SQLite has one writer and renders no FOR UPDATE. Routes and push
+    notifications are claimed so (``gateway.infra.sql.notifications``). No parameter may be named
+    as a column of ``table``: SQLAlchemy keeps those names for the SET clause."""
+    lane = select(table.c.id).where(free).order_by(*order).limit(bindparam("n", type_=Integer()))
+    return (
+        update(table)
+        .where(table.c.id.in_(lane.with_for_update(skip_locked=True)))
+        .values(**claim)
+        .returning(table.c.id)
+    )
+
+
+# A lane's free routes: pending, of the lane's urgency, their lease (if any) run out.
 _FREE = and_(
     _LANE, or_(R.c.claimed_until.is_(None), R.c.claimed_until < bindparam("now", type_=UTCDateTime()))
 )
-_CLAIM_LANE = Prepared(
-    update(R)
-    .where(
-        R.c.id.in_(
-            select(R.c.id)
-            .where(_FREE)
-            .order_by(R.c.fair_rank, R.c.id)
-            .limit(bindparam("n", type_=Integer()))
-            .with_for_update(skip_locked=True)
-        )
-    )
-    .values(claimed_by=bindparam("node"), claimed_until=bindparam("until"), attempts=R.c.attempts + 1)
-    .returning(R.c.id)
-)
+_ORDER = (R.c.fair_rank, R.c.id)
+_TAKEN: dict[str, Any] = {
+    "claimed_by": bindparam("node"),
+    "claimed_until": bindparam("until"),
+    "attempts": R.c.attempts + 1,
+}
+_CLAIM_LANE = Prepared(claim_lane(R, _FREE, _ORDER, **_TAKEN))
 _LANES = sorted(map(int, Priority), reverse=True)  # most urgent first
 # What the courier needs of the routes just claimed: the document's columns, and its package
 # only when it is one part (at most 1 MiB, most documents): a large one the courier reads a part
@@ -74,7 +95,7 @@ def fair_rank(conn: Connection, sender: str, priority: int) -> int:
     previous pending one, but never before the lane's current head. So a 10,000-document batch
     takes ranks head..head+9,999 while another sender's single document takes the head rank and
     is carried right after the batch's first, not after all of it."""
-    row = _LANE_ENDS.first(conn, {"priority": priority, "sender": sender})
+    row = _LANE_ENDS.first(conn, {"lane": priority, "sender": sender})
     head, last = row if row is not None else (None, None)
     head = head or 0
     return head if last is None else max(head, int(last) + 1)
@@ -93,11 +114,12 @@ def claim_routes(
     for priority in _LANES:
         if len(ids) == limit:
             break
-        if exclude:  # a link is down: rare, built for the networks it names
-            ids += _claim_lane_except(conn, priority, limit - len(ids), node, now, until, exclude)
-            continue
-        free = {"priority": priority, "now": now, "n": limit - len(ids), "node": node, "until": until}
-        ids += sorted(route_id for (route_id,) in _CLAIM_LANE.all(conn, free))
+        free = {"lane": priority, "now": now, "n": limit - len(ids), "node": node, "until": until}
+        if exclude:  # a link is down: rare, the statement built for the networks it names
+            up = R.c.network.not_in([network.value for network in exclude])
+            ids += sorted(conn.execute(claim_lane(R, and_(_FREE, up), _ORDER, **_TAKEN), free).scalars())
+        else:
+            ids += sorted(route_id for (route_id,) in _CLAIM_LANE.all(conn, free))
     if not ids:
         return []
     rows = conn.execute(_CLAIMED, {"ids": ids}).all()
@@ -115,34 +137,3 @@ def claim_routes(
         )
         for row in rows
     ]
-
-
-def _claim_lane_except(
-    conn: Connection,
-    priority: int,
-    n: int,
-    node: str,
-    now: datetime,
-    until: datetime,
-    exclude: Collection[Network],
-) -> list[int]:
-    candidates = (
-        select(R.c.id)
-        .where(
-            R.c.state == "pending",
-            R.c.priority == priority,
-            or_(R.c.claimed_until.is_(None), R.c.claimed_until < now),
-            R.c.network.not_in([network.value for network in exclude]),
-        )
-        .order_by(R.c.fair_rank, R.c.id)
-        .limit(n)
-        .with_for_update(skip_locked=True)
-    )
-    ids = [row.id for row in conn.execute(candidates)]
-    if ids:
-        conn.execute(
-            update(R)
-            .where(R.c.id.in_(ids))
-            .values(claimed_by=node, claimed_until=until, attempts=R.c.attempts + 1)
-        )
-    return ids

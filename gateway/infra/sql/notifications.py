@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Integer, and_, bindparam, select, update
+from sqlalchemy import Connection, and_, bindparam, select
 
 from gateway.domain.vocabulary import Network, Priority
 from gateway.exchange.ports import NotificationJob
+from gateway.infra.sql.fair import claim_lane
 from gateway.infra.sql.prepared import Prepared
 from gateway.infra.sql.rows import D, N, P
 from gateway.infra.sql.tables import UTCDateTime
@@ -26,23 +28,12 @@ _HAS_ENDPOINT = Prepared(select(P.c.agency).where(P.c.agency == bindparam("agenc
 # The notifier claims after every batch of deliveries, mostly to find nothing: one statement per
 # urgency, as routes are claimed (``gateway.infra.sql.fair``).
 _DUE = and_(
-    N.c.priority == bindparam("priority"),
+    N.c.priority == bindparam("lane"),
     N.c.next_attempt_at <= bindparam("now", type_=UTCDateTime()),
 )
-_CLAIM_LANE = Prepared(
-    update(N)
-    .where(
-        N.c.id.in_(
-            select(N.c.id)
-            .where(_DUE)
-            .order_by(N.c.id)
-            .limit(bindparam("n", type_=Integer()))
-            .with_for_update(skip_locked=True)
-        )
-    )
-    .values(claimed_by=bindparam("node"), next_attempt_at=bindparam("until"))
-    .returning(N.c.id)
-)
+_ORDER = (N.c.id,)
+_TAKEN: dict[str, Any] = {"claimed_by": bindparam("node"), "next_attempt_at": bindparam("until")}
+_CLAIM_LANE = Prepared(claim_lane(N, _DUE, _ORDER, **_TAKEN))
 _LANES = sorted(map(int, Priority), reverse=True)  # most urgent first
 
 
@@ -84,11 +75,12 @@ def claim_notifications(
     for priority in _LANES:
         if len(ids) >= limit:
             break
-        if exclude:  # an endpoint is failing: rare, built for the agencies it names
-            ids += _claim_lane_except(conn, priority, limit - len(ids), node, now, until, exclude)
-            continue
-        due = {"priority": priority, "now": now, "n": limit - len(ids), "node": node, "until": until}
-        ids += sorted(notification_id for (notification_id,) in _CLAIM_LANE.all(conn, due))
+        due = {"lane": priority, "now": now, "n": limit - len(ids), "node": node, "until": until}
+        if exclude:  # an endpoint is failing: rare, the statement built for the agencies it names
+            up = N.c.recipient.not_in(sorted(exclude))
+            ids += sorted(conn.execute(claim_lane(N, and_(_DUE, up), _ORDER, **_TAKEN), due).scalars())
+        else:
+            ids += sorted(notification_id for (notification_id,) in _CLAIM_LANE.all(conn, due))
     if not ids:
         return []
     rows = conn.execute(
@@ -115,25 +107,3 @@ def claim_notifications(
         )
         for row in rows
     ]
-
-
-def _claim_lane_except(
-    conn: Connection,
-    priority: int,
-    n: int,
-    node: str,
-    now: datetime,
-    until: datetime,
-    exclude: Collection[str],
-) -> list[int]:
-    candidates = (
-        select(N.c.id)
-        .where(N.c.priority == priority, N.c.next_attempt_at <= now, N.c.recipient.not_in(sorted(exclude)))
-        .order_by(N.c.id)
-        .limit(n)
-        .with_for_update(skip_locked=True)
-    )
-    ids = [row.id for row in conn.execute(candidates)]
-    if ids:
-        conn.execute(update(N).where(N.c.id.in_(ids)).values(claimed_by=node, next_attempt_at=until))
-    return ids
