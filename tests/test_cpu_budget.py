@@ -183,12 +183,13 @@ async def test_a_closed_pool_refuses_with_retry_after(config: Config) -> None:
 
 
 async def test_a_package_that_needs_too_much_memory_is_refused(config: Config) -> None:
-    # 3 MB of elements with 31 attributes each take signxml past 256 MiB; an ordinary package
-    # needs a tenth of that. The CPU budget is ample here: memory alone refuses it.
+    # 12 MB of elements with 31 attributes each take the check past 256 MiB (about 490 MB
+    # in one process here); an ordinary package needs a tenth of that. The CPU budget is ample
+    # here: memory alone refuses it.
     pool = CheckerPool(workers=1, queue=1, cpu_seconds=30, memory_mb=256, max_bytes=config.max_package_bytes)
     try:
         with pytest.raises(PackageTooExpensive, match="256 MiB of memory"):
-            await pool.check(expensive_package(config, G22), DEFAULT_LIMITS, agency=G22)
+            await pool.check(expensive_package(config, G22, elements=24_000), DEFAULT_LIMITS, agency=G22)
         checked = await pool.check(make_package(config, G22, [A01]), DEFAULT_LIMITS, agency=G22)
     finally:
         await pool.close()

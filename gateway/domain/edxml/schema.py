@@ -41,7 +41,10 @@ def _validate(schema: etree.XMLSchema, root: etree._Element, what: str) -> None:
     try:
         for node, _ in held:
             node.text = "AAAA"
-        etree.fromstring(etree.tostring(root), parser)
+        # As UTF-8: lxml's default serialisation is ASCII, every Vietnamese letter a character
+        # reference, and the validating parser reads those about four times slower (220 µs
+        # against 54 for an ordinary 12 KB package, most of the schema check).
+        etree.fromstring(etree.tostring(root, encoding="UTF-8", xml_declaration=False), parser)
     except etree.XMLSyntaxError as exc:
         # The thread's error log keeps earlier parses' entries: this one's is the last. Validation
         # while parsing gives no line numbers; the message names the element instead.
