@@ -14,7 +14,7 @@ from lxml import etree
 
 import schemas_xml
 from gateway.domain.edxml.names import ENVELOPE, GW, NS, ROOT
-from gateway.domain.edxml.reading import read_package
+from gateway.domain.edxml.reading import Edoc, Status, read_package
 from gateway.errors import SchemaInvalid
 
 _QUOTED_VALUE = re.compile(r"(?<!Element )'[^']*'")
@@ -82,17 +82,20 @@ def _schema_error(err: etree._LogEntry | None, what: str) -> SchemaInvalid:
     return SchemaInvalid(f"{what} does not match the schema{line}: {message}")
 
 
-def validate_package(root: etree._Element) -> None:
+def validate_package(root: etree._Element) -> Edoc | Status:
     """Check an edoc or status package, rooted at ``edXML`` or ``edXMLEnvelope``: the schema,
     then the rules the schema cannot say (one value per acted-on field, agency codes, dates,
-    attachments), so that a package is refused before its signature is even looked at."""
+    attachments), so that a package is refused before its signature is even looked at.
+
+    Returns the facts as read from ``root`` now, before any signature is checked: act on them
+    only where the verified tree is this one, unchanged (see ``check_package``)."""
     if root.tag not in (ROOT, ENVELOPE):
         raise SchemaInvalid(
             "the root element must be edXML (as the VXP SDKs write it) or edXML:edXMLEnvelope, "
             f"in namespace {NS}"
         )
     _validate(schemas_xml.package_schema(), root, "the edXML package")
-    read_package(root)
+    return read_package(root)
 
 
 def validate_transfer(root: etree._Element) -> None:
