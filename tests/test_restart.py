@@ -165,3 +165,34 @@ def test_cli_mistakes_stay_one_line_while_a_server_listens_on_8443(home: Path) -
         assert result.stderr.count("\n") == 1 and "cannot reach the gateway" in result.stderr, result.stderr
     finally:
         listener.close()
+
+
+def _kinds(pid: int) -> Counter[str]:
+    """The node's worker processes by kind: checkers, carriers (multiprocessing's spawned workers)."""
+    kinds: Counter[str] = Counter()
+    for child in alive(children(pid)):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"gateway.runtime.checkers" in cmdline:
+            kinds["checker"] += 1
+        elif b"spawn_main" in cmdline:
+            kinds["carrier"] += 1
+    return kinds
+
+
+async def test_serve_answers_only_once_its_checkers_and_carriers_run(config: Config, home: Path) -> None:
+    # Started for the first documents instead, four interpreters came up under the first second's
+    # load on two cores, and most of that second's requests waited or were refused (503).
+    set_setting(home, "carriers", "2")
+    set_setting(home, "submit_checkers", "2")
+    port = free_port()
+    proc = start_server(home, port)
+    try:
+        async with contract_session(client_context(config, G22)) as session:
+            await wait_healthy(session, f"https://localhost:{port}", proc, home / "serve.log")
+            assert _kinds(proc.pid) == Counter({"checker": 2, "carrier": 2})  # no document sent yet
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -56,9 +56,11 @@ def _start_worker(certs_dir: str, registry_path: str, networks: tuple[str, ...],
     # killed while this worker was still starting (seen: SIGKILL during the first carry).
     _exit_with_parent(parent)
     # Keys are loaded once per worker process: parsing PEM per document would cost 40x.
+    import schemas_xml
     from gateway.infra.files.keys import file_trust, load_seal_key
     from gateway.infra.files.registry_csv import load_registry
 
+    schemas_xml.transfer_schema()  # compiled now, not inside the first route's seal check
     trust = file_trust(Path(certs_dir), load_registry(Path(registry_path)))
     for network in map(Network, networks):
         _worker_adapters[network] = NetworkAdapter(
@@ -68,6 +70,10 @@ def _start_worker(certs_dir: str, registry_path: str, networks: tuple[str, ...],
 
 def _carry_in_worker(jobs: list[RouteJob]) -> list[Outcome]:
     return carry_batch(jobs, _worker_adapters, _worker_clock)
+
+
+def _ready() -> None:
+    """Nothing: run once per worker at start, so that its process (and its initializer) exists."""
 
 
 class ProcessCarrier:
@@ -88,6 +94,14 @@ class ProcessCarrier:
             initializer=_start_worker,
             initargs=(str(certs_dir), str(registry_path), tuple(n.value for n in networks), os.getpid()),
         )
+
+    async def warm(self) -> None:
+        """Start every worker now: the pool starts them at its first batches otherwise, each an
+        interpreter loading the gateway and its keys (about a second of CPU) while documents
+        arrive."""
+        loop = asyncio.get_running_loop()
+        # The pool starts a process per job submitted while none is idle: as many jobs as workers.
+        await asyncio.gather(*(loop.run_in_executor(self._executor, _ready) for _ in range(self._workers)))
 
     async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:
         loop = asyncio.get_running_loop()

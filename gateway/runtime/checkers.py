@@ -260,6 +260,10 @@ class _Checker:
         self._max_answer = max_answer
         self._memory_bytes = memory_bytes
 
+    async def start(self) -> None:
+        """Start the process if it is not running (``_started``, for a pool that warms up)."""
+        await self._started()
+
     async def _started(self) -> asyncio.subprocess.Process:
         if self._proc is not None and self._proc.returncode is None:
             return self._proc
@@ -496,6 +500,10 @@ class CheckerPool:
                 waiter.set_result(checker)
                 return
         self._idle.append(checker)
+
+    async def warm(self) -> None:
+        """Start every checker process now rather than for the first packages."""
+        await asyncio.gather(*(checker.start() for checker in self._all))
 
     async def close(self) -> None:
         """Refuse what still waits, and stop every checker (each finishes the job it holds)."""

@@ -98,11 +98,14 @@ class RenewableCarrier:
     batches go to a fresh pool; the old pool closes once the batches it holds are done (nothing
     in flight is cancelled, and its seals, made with the predecessor, verify during the overlap)."""
 
-    def __init__(self, make: Callable[[], Carrier]) -> None:
+    def __init__(self, make: Callable[[], ProcessCarrier]) -> None:
         self._make = make
         self._current = make()
         self._busy: dict[Carrier, int] = {}
         self._closing: list[threading.Thread] = []
+
+    async def warm(self) -> None:
+        await self._current.warm()
 
     async def carry(self, jobs: list[RouteJob]) -> list[Outcome]:
         carrier = self._current
@@ -337,6 +340,17 @@ class Node:
             max_connections_per_client=c.max_connections_per_client,
         )
 
+    async def warm(self) -> None:
+        """Start the checker and carrier processes now, not for the first documents: started
+        lazily, four interpreters came up on two cores under the first second's load, and most of
+        its requests waited or got 503 (``bench/openloop.py``). ``serve`` warms before it listens,
+        so a node that answers is ready; a node made in-process (tests) starts them on demand."""
+        carrier = self._carrier
+        await asyncio.gather(
+            self.checkers.warm(),
+            carrier.warm() if isinstance(carrier, RenewableCarrier) else asyncio.sleep(0),
+        )
+
     async def start(self, *, port: int | None = None, sockets: Sequence[socket.socket] = ()) -> int:
         """Serve HTTPS and start carrying documents; returns the bound port (0 picks a free one).
         ``sockets``: listeners bound beforehand (``bind_listeners``), served instead of binding."""
@@ -434,6 +448,13 @@ async def serve_forever(
     except BaseException:
         for s in listeners:
             s.close()
+        raise
+    try:
+        await node.warm()
+    except BaseException:
+        for s in listeners:
+            s.close()
+        await node.stop()
         raise
     bound = await node.start(sockets=listeners)
     url = replace(config, port=bound).url
