@@ -4,6 +4,7 @@ of worker processes that load the adapters' keys once and use every core."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import threading
@@ -66,6 +67,7 @@ def _start_worker(certs_dir: str, registry_path: str, networks: tuple[str, ...],
         _worker_adapters[network] = NetworkAdapter(
             load_seal_key(Path(certs_dir), network), trust, _worker_clock
         )
+    gc.freeze()  # start-up's objects live as long as the worker: no full collection walks them
 
 
 def _carry_in_worker(jobs: list[RouteJob]) -> list[Outcome]:

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import datetime
 import enum
+import gc
 import io
 import logging
 import os
@@ -204,6 +205,7 @@ def _main() -> None:
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print goes to the node's log, never into the answers
     schemas_xml.package_schema()  # compiled before the first budget starts, not inside it
+    gc.freeze()  # start-up's objects live as long as the checker: no full collection walks them
     serve(sys.stdin.buffer, answers, memory_bytes=int(sys.argv[1]) if len(sys.argv) > 1 else None)
 
 
