@@ -50,32 +50,46 @@ async def run(rate: float, seconds: float) -> None:
             # Warm the connection pool, so TLS handshakes are not counted as the server's latency.
             await asyncio.gather(*(session.get(base + "/healthz") for _ in range(64)))
             latencies: list[float] = []
+            first_second: list[float] = []  # a node just started: what its first clients see
             refused = 0
             reasons: Counter[str] = Counter()
             start = time.perf_counter()
 
-            async def one(i: int) -> None:
+            async def one(i: int, due: float) -> None:
                 nonlocal refused
-                due = start + i / rate
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 async with session.post(base + "/v1/edocs", data=packages[i]) as r:
                     said = await r.read()
                     if r.status != 202:
                         refused += 1
                         reasons[f"{r.status} {json.loads(said).get('error')}"] += 1
                 latencies.append(time.perf_counter() - due)
+                if i < rate:
+                    first_second.append(latencies[-1])
 
-            await asyncio.gather(*(one(i) for i in range(n)))
+            # Each request is started at its time by one dispatcher: 3,000 tasks made up front,
+            # each sleeping to its turn, cost the client tens of milliseconds at the start, and
+            # the first requests' latency (counted from their due time) carried it.
+            sent: list[asyncio.Task[None]] = []
+            for i in range(n):
+                due = start + i / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                sent.append(asyncio.create_task(one(i, due)))
+            await asyncio.gather(*sent)
             elapsed = time.perf_counter() - start
         latencies.sort()
         print(
             f"open loop: {n} docs offered at {rate:.0f}/s for {seconds:.0f} s: achieved {n / elapsed:.0f}/s, "
             f"{refused} refused {dict(reasons)}, accept p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
-            f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+            f"p99 {_p99(latencies) * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; "
+            f"first second p99 {_p99(sorted(first_second)) * 1000:.1f} ms"
         )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _p99(ordered: list[float]) -> float:
+    return ordered[int(len(ordered) * 0.99)]
 
 
 def main() -> None:
