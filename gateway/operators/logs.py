@@ -76,8 +76,15 @@ def redact(detail: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in detail.items():
         if _SECRET_KEYS.search(key):
             continue
-        out[key] = redact(value) if isinstance(value, Mapping) else value
+        out[key] = (
+            value if isinstance(value, _PLAIN) else redact(value) if isinstance(value, Mapping) else value
+        )
     return out
+
+
+# Most values are these: tested first, they skip the Mapping check (an ABC's, slower by ten
+# times; eleven of them a delivery-log line).
+_PLAIN = (str, int, float)
 
 
 class JsonFormatter(logging.Formatter):
@@ -96,7 +103,13 @@ class JsonFormatter(logging.Formatter):
         for key in _ALLOWED_EXTRA:
             value = getattr(record, key, None)
             if value is not None:
-                line[key] = redact(value) if isinstance(value, Mapping) else value
+                line[key] = (
+                    value
+                    if isinstance(value, _PLAIN)
+                    else redact(value)
+                    if isinstance(value, Mapping)
+                    else value
+                )
         if record.exc_info:
             # The traceback names code, never data: locals are not part of it.
             line["error"] = self.formatException(record.exc_info)
