@@ -185,7 +185,11 @@ class Notifier:
                 busy = False
             if not busy:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle)
+                    # Not asyncio.wait_for: on Python 3.11 a cancel that arrives as the wake
+                    # does is swallowed (wait_for returns the result), and this loop, cancelled
+                    # by Node.stop, ran on: `gateway serve` ignored SIGTERM (seen under load).
+                    async with asyncio.timeout(self._idle):
+                        await self._wake.wait()
                 self._wake.clear()
 
     async def run_once(self) -> bool:

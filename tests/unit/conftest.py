@@ -6,6 +6,7 @@ The keys are real (the session's dev PKI), so every signature and seal is checke
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from gateway.exchange.courier import Courier, Outcome, carry_batch
 from gateway.exchange.intake import Intake
 from gateway.exchange.mailbox import Mailbox
 from gateway.exchange.memory import MemoryStore
+from gateway.exchange.notifications import Notifier
 from gateway.exchange.ports import RouteJob
 from gateway.infra.files.keys import file_trust, load_seal_key
 from gateway.infra.files.registry_csv import load_registry
@@ -130,3 +132,17 @@ def framed(sealed: bytes | None, package: bytes | None) -> bytes:
     """A sealed header and its package as ``GET /v1/edocs/{id}`` sends them (what ``open_delivery`` opens)."""
     assert sealed is not None and package is not None
     return b"".join(frame(sealed, package)[1])
+
+
+async def stops_when_cancelled_as_it_is_woken(worker: Courier | Notifier) -> bool:
+    """Cancel an idle worker in the same turn of the loop as its wake-up (Node.stop while work
+    arrives): whether its task ends. On Python 3.11 asyncio.wait_for swallowed such a cancel."""
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.05)  # resumed claims, nothing to do: waiting for a wake-up
+    worker.wake()
+    await asyncio.sleep(0)  # the wake-up is on its way to the worker's wait
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    if not done:
+        task.cancel()  # once more, so that the test leaves nothing running
+    return bool(done)

@@ -14,7 +14,7 @@ from gateway.exchange.courier import Courier
 from gateway.exchange.ports import StoredPackage
 from gateway.infra.files.pki_dir import agency_paths, load_key_pair
 from tests.conftest import A01, G22, H41, I01
-from tests.unit.conftest import Exchange, InlineCarrier, framed
+from tests.unit.conftest import Exchange, InlineCarrier, framed, stops_when_cancelled_as_it_is_woken
 
 
 class PeerNodes:
@@ -184,3 +184,7 @@ async def test_a_transfer_the_peer_refuses_is_quarantined(exchange: Exchange) ->
     await courier.run_once()
     assert await exchange.states(accepted.id) == {A01: DeliveryState.QUARANTINED}
     assert peers.sent == [] and await courier.run_once() is False
+
+
+async def test_a_courier_stops_when_cancelled_as_it_is_woken(exchange: Exchange) -> None:
+    assert await stops_when_cancelled_as_it_is_woken(exchange.courier)

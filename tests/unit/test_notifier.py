@@ -13,7 +13,7 @@ from gateway.errors import InvalidEndpoint, PushFailed
 from gateway.exchange.notifications import Endpoints, Notifier, check_endpoint_url
 from gateway.infra.files.pki_dir import load_trust_anchors
 from tests.conftest import A01, G22
-from tests.unit.conftest import Exchange
+from tests.unit.conftest import Exchange, stops_when_cancelled_as_it_is_woken
 
 URL = "https://docs.a01.example/hook"
 
@@ -124,3 +124,7 @@ def test_only_https_urls_without_credentials_are_endpoints() -> None:
         except InvalidEndpoint:
             continue
         raise AssertionError(f"{wrong!r} was accepted")
+
+
+async def test_a_notifier_stops_when_cancelled_as_it_is_woken(exchange: Exchange) -> None:
+    assert await stops_when_cancelled_as_it_is_woken(notifier(exchange, AgencySystem(exchange)))
