@@ -209,7 +209,14 @@ class Courier:
 
     async def _lane(self) -> None:
         while True:
-            carried_any = await self.run_once()
+            try:
+                carried_any = await self.run_once()
+            except Exception:
+                # A store or carrier failure (a database gone for a moment, a carrier process
+                # killed) must not end the lane: it ended the courier's task, and nothing was
+                # delivered again until a restart. What it claimed comes back after the lease.
+                log.exception("carrying failed; trying again")
+                carried_any = False
             if not carried_any:
                 with contextlib.suppress(TimeoutError):
                     # Not asyncio.wait_for: on Python 3.11 a cancel that arrives as the wake

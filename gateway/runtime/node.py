@@ -11,6 +11,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -113,6 +114,13 @@ class RenewableCarrier:
         self._busy[carrier] = self._busy.get(carrier, 0) + 1
         try:
             return await carrier.carry(jobs)
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): that pool refuses every batch from now on.
+            # The next batch goes to a fresh one; this batch's routes come back after their lease.
+            if carrier is self._current:
+                log.error("a carrier process died; starting a new pool")
+                self.renew()
+            raise
         finally:
             self._busy[carrier] -= 1
             if carrier is not self._current and not self._busy[carrier]:

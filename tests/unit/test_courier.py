@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
 from gateway.adapters.network import NetworkAdapter, SealKey
@@ -9,7 +12,7 @@ from gateway.agency_side.packages import open_delivery
 from gateway.crypto.pki import Role
 from gateway.domain.transfer import check_carried
 from gateway.domain.vocabulary import DeliveryState, Network, Priority
-from gateway.errors import DeliveryError, NotFound, PeerUnavailable
+from gateway.errors import DeliveryError, NotFound, PeerUnavailable, StoreError
 from gateway.exchange.courier import Courier
 from gateway.exchange.ports import StoredPackage
 from gateway.infra.files.pki_dir import agency_paths, load_key_pair
@@ -188,3 +191,35 @@ async def test_a_transfer_the_peer_refuses_is_quarantined(exchange: Exchange) ->
 
 async def test_a_courier_stops_when_cancelled_as_it_is_woken(exchange: Exchange) -> None:
     assert await stops_when_cancelled_as_it_is_woken(exchange.courier)
+
+
+async def test_a_store_failure_does_not_end_the_courier(
+    exchange: Exchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store answers one claim with an error (a database gone for a moment): the courier logs
+    # it and carries on, as the notifier does; before, the failure ended its task for good and
+    # nothing was delivered again until the node restarted.
+    claim = exchange.store.claim_routes
+    failures = [StoreError("the database is not answering")]
+
+    async def claim_once_failing(**kwargs: object) -> object:
+        if failures:
+            raise failures.pop()
+        return await claim(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(exchange.store, "claim_routes", claim_once_failing)
+    courier = Courier(exchange.store, exchange.carrier, exchange.clock, node="unit", idle_poll_seconds=0.01)
+    task = asyncio.create_task(courier.run())
+    try:
+        accepted = await exchange.intake.submit(G22, exchange.package(G22, [A01]))
+        courier.wake()
+        for _ in range(200):
+            if await exchange.states(accepted.id) == {A01: DeliveryState.DELIVERED}:
+                break
+            await asyncio.sleep(0.01)
+        assert not failures and not task.done()
+        assert await exchange.states(accepted.id) == {A01: DeliveryState.DELIVERED}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
