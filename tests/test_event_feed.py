@@ -7,6 +7,7 @@ between them: a poll that handed a second's records over at once held every requ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,5 +49,30 @@ async def test_every_record_is_handed_over_once_in_slices_that_let_the_loop_run(
         assert max(len(s) for s in slices) <= 32
         assert len(set(loop_ran)) >= len(slices) - 1  # the other work ran between (nearly) every two slices
         assert await feed.poll() == 0
+    finally:
+        await store.close()
+
+
+async def test_a_poll_cancelled_between_slices_hands_nothing_over_twice(tmp_path: Path) -> None:
+    store = SqlStore(sqlite_url(tmp_path / "feed.db"), writer="node-a")
+    try:
+        now = datetime.now(UTC)
+        seen: list[int] = []
+        feed = EventFeed(
+            SqlOversight(store.database),
+            [lambda records: seen.extend(r.seq for r in records)],
+            writer="node-a",
+            slice_size=10,
+        )
+        await feed.poll()
+        await store.add_events([NewEvent("cert_issued", now, None, None, None, {"n": i}) for i in range(100)])
+        polling = asyncio.create_task(feed.poll())
+        while len(seen) < 30:  # part way through: some slices handed over, the rest not
+            await asyncio.sleep(0)
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
+        await feed.poll()  # as Node.stop does, after cancelling the periodic one
+        assert len(seen) == 100 and len(set(seen)) == 100
     finally:
         await store.close()

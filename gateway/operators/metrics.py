@@ -76,8 +76,12 @@ class EventFeed:
                 for start in range(0, len(mine), self._slice):
                     if start:
                         await asyncio.sleep(0)  # requests waiting on the loop go first
+                    part = mine[start : start + self._slice]
                     for observe in self._observers:
-                        observe(mine[start : start + self._slice])
+                        observe(part)
+                    # Handed over: a poll cancelled at the next yield (the node stopping) must
+                    # not hand it over again at the last poll.
+                    self._seq = part[-1].seq
                 self._seq = events[-1].seq
                 seen += len(events)
 
