@@ -202,7 +202,11 @@ class Courier:
 
     async def run(self) -> None:
         """Carry routes until cancelled. Claims this node left behind (a crash) are taken back first."""
-        released = await self._store.release_claims(node=self._node)
+        try:
+            released = await self._store.release_claims(node=self._node)
+        except Exception:  # the database not answering yet: they come back after their lease
+            log.exception("could not take back the routes this node left claimed; carrying on")
+            released = 0
         if released:
             log.info("resuming %d routes left unfinished by the previous run", released)
         await asyncio.gather(*(self._lane() for _ in range(self._lanes)))

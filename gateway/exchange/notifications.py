@@ -172,7 +172,11 @@ class Notifier:
         return min(self._max_backoff, self._first_backoff * 2.0 ** max(attempts - 1, 0))
 
     async def run(self) -> None:
-        released = await self._store.release_notifications(node=self._node)
+        try:
+            released = await self._store.release_notifications(node=self._node)
+        except Exception:  # the database not answering yet: they come back after their lease
+            log.exception("could not take back the notifications this node left claimed; carrying on")
+            released = 0
         if released:
             log.info("resuming %d notifications left unsent by the previous run", released)
         while True:

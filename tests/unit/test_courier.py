@@ -207,7 +207,11 @@ async def test_a_store_failure_does_not_end_the_courier(
             raise failures.pop()
         return await claim(**kwargs)  # type: ignore[arg-type]
 
+    async def release_failing(**kwargs: object) -> int:
+        raise StoreError("the database is not answering yet")
+
     monkeypatch.setattr(exchange.store, "claim_routes", claim_once_failing)
+    monkeypatch.setattr(exchange.store, "release_claims", release_failing)  # at start, too
     courier = Courier(exchange.store, exchange.carrier, exchange.clock, node="unit", idle_poll_seconds=0.01)
     task = asyncio.create_task(courier.run())
     try:
