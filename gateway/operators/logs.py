@@ -76,15 +76,18 @@ def redact(detail: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in detail.items():
         if _SECRET_KEYS.search(key):
             continue
-        out[key] = (
-            value if isinstance(value, _PLAIN) else redact(value) if isinstance(value, Mapping) else value
-        )
+        out[key] = _redacted(value)
     return out
 
 
 # Most values are these: tested first, they skip the Mapping check (an ABC's, slower by ten
 # times; eleven of them a delivery-log line).
 _PLAIN = (str, int, float)
+
+
+def _redacted(value: Any) -> Any:
+    """A value as a log line may show it: a mapping redacted, anything else as it is."""
+    return redact(value) if not isinstance(value, _PLAIN) and isinstance(value, Mapping) else value
 
 
 class JsonFormatter(logging.Formatter):
@@ -103,13 +106,7 @@ class JsonFormatter(logging.Formatter):
         for key in _ALLOWED_EXTRA:
             value = getattr(record, key, None)
             if value is not None:
-                line[key] = (
-                    value
-                    if isinstance(value, _PLAIN)
-                    else redact(value)
-                    if isinstance(value, Mapping)
-                    else value
-                )
+                line[key] = _redacted(value)
         if record.exc_info:
             # The traceback names code, never data: locals are not part of it.
             line["error"] = self.formatException(record.exc_info)

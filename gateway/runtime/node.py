@@ -354,11 +354,10 @@ class Node:
         lazily, four interpreters came up on two cores under the first second's load, and most of
         its requests waited or got 503 (``bench/openloop.py``). ``serve`` warms before it listens,
         so a node that answers is ready; a node made in-process (tests) starts them on demand."""
-        carrier = self._carrier
-        await asyncio.gather(
-            self.checkers.warm(),
-            carrier.warm() if isinstance(carrier, RenewableCarrier) else asyncio.sleep(0),
-        )
+        starting = [self.checkers.warm()]
+        if isinstance(self._carrier, RenewableCarrier):  # a carrier thread needs no start
+            starting.append(self._carrier.warm())
+        await asyncio.gather(*starting)
 
     async def start(self, *, port: int | None = None, sockets: Sequence[socket.socket] = ()) -> int:
         """Serve HTTPS and start carrying documents; returns the bound port (0 picks a free one).
